@@ -1,0 +1,128 @@
+"""Distil Banking77 labels into SmolLM2-135M with LoRA and measure held-out agreement.
+
+The teacher is the gold label (what a strong cloud model answers on this traffic). Reports
+student agreement on held-out rows before and after training, training time and tokens/s.
+
+    flock /tmp/hybridgate-cpu.lock python benchmarks/distill_banking77.py --json
+
+Data: Banking77 (PolyAI-LDN/task-specific-datasets, CC-BY-4.0), read from ../shared/data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from training import (  # noqa: E402
+    LoraTrainingConfig,
+    closed_answer_set,
+    evaluate,
+    load_examples,
+    train_lora,
+)
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "banking77" / "train.csv"
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="text,category CSV to split")
+    p.add_argument("--train-data", type=Path, help="training CSV (text,category); skips the split")
+    p.add_argument("--eval-data", type=Path, help="held-out CSV (text,category)")
+    p.add_argument("--holdout", type=int, default=1000, help="rows held out of --data (seeded)")
+    p.add_argument("--train-examples", type=int, default=2000)
+    p.add_argument("--eval-examples", type=int, default=500, help="held-out rows scored")
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument(
+        "--targets", default="q_proj,k_proj,v_proj,o_proj", help="comma-separated LoRA modules"
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--system-prompt", default=None, help="default: an empty system turn")
+    p.add_argument("--free-decoding", action="store_true", help="do not constrain to the labels")
+    p.add_argument("--skip-before", action="store_true", help="skip the base-model evaluation")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="model spec or HF dir")
+    p.add_argument("--output-dir", type=Path, default=ROOT / ".bench" / "distill_banking77")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = _parse()
+    if args.train_data or args.eval_data:
+        if not (args.train_data and args.eval_data):
+            sys.exit("--train-data and --eval-data go together")
+        train_all, held_all = load_examples(args.train_data), load_examples(args.eval_data)
+    else:
+        rows = load_examples(args.data)
+        random.Random(args.seed).shuffle(rows)
+        if len(rows) <= args.holdout:
+            sys.exit(f"{args.data} has {len(rows)} rows; need more than --holdout {args.holdout}")
+        held_all, train_all = rows[: args.holdout], rows[args.holdout :]
+    train = train_all[: args.train_examples]
+    heldout = held_all[: args.eval_examples]
+    labels = None if args.free_decoding else closed_answer_set(train)
+    cfg = LoraTrainingConfig(
+        r=args.rank,
+        alpha=2 * args.rank,
+        target_modules=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+        lr=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        max_seq_len=96,
+        warmup_ratio=0.05,
+        schedule="cosine",
+        system_prompt=args.system_prompt,
+        seed=args.seed,
+        num_threads=args.threads,
+    )
+    eval_kw = {"system_prompt": args.system_prompt, "allowed_answers": labels}
+    before = None
+    if not args.skip_before:
+        t = time.perf_counter()
+        before = evaluate(args.model, heldout, **eval_kw)
+        before_s = time.perf_counter() - t
+    res = train_lora(
+        args.model, train, cfg, output_dir=args.output_dir, progress=not args.json, resume=False
+    )
+    t = time.perf_counter()
+    after = evaluate(args.model, heldout, adapter_dir=res.adapter_dir, **eval_kw)
+    after_s = time.perf_counter() - t
+    report = {
+        "train_examples": len(train),
+        "eval_examples": len(heldout),
+        "closed_answer_set": len(labels) if labels else None,
+        "config": cfg.to_dict(),
+        "agreement_before": before.agreement if before else None,
+        "loss_before": before.loss if before else None,
+        "agreement_after": after.agreement,
+        "loss_after": after.loss,
+        "train_seconds": round(res.train_seconds, 1),
+        "train_tokens": res.tokens,
+        "tokens_per_s": round(res.tokens_per_s, 1),
+        "final_train_loss": res.final_loss,
+        "eval_seconds_after": round(after_s, 1),
+        "eval_seconds_before": round(before_s, 1) if before else None,
+    }
+    if args.json:
+        print(json.dumps(report))
+        return
+    for k, v in report.items():
+        if k != "config":
+            print(f"{k:>22}: {v}")
+
+
+if __name__ == "__main__":
+    main()

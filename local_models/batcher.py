@@ -1,0 +1,1 @@
+from local_models.engine import LocalEngine as DynamicBatcher

@@ -1,0 +1,391 @@
+"""Disk cache of local answers, keyed by everything that changes the answer.
+
+Why JSON only: diskcache's default ``Disk`` pickles values and unpickles whatever it finds
+in ``cache.db``; anyone who can write to the cache folder could then run code in the
+gateway. :class:`JSONOnlyDisk` stores values as JSON text and refuses to read pickled
+rows, and keys are plain sha256 strings.
+
+Why deterministic requests only by default: a sampled answer (temperature > 0) is one draw
+of many; replaying it would silently change the request's meaning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import diskcache
+from diskcache.core import MODE_RAW, MODE_TEXT, UNKNOWN
+
+from router.errors import PolicyError
+from router.types import BackendResult, ChatRequest
+
+logger = logging.getLogger(__name__)
+
+KEY_SCHEMA = 1
+"""Bumped when the key recipe changes, so old entries simply miss."""
+DB_FILES = ("cache.db", "cache.db-wal", "cache.db-shm")
+"""What diskcache keeps in the folder; removed when the database is corrupt."""
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """How the local response cache behaves (``cache:`` in a policy).
+
+    >>> cache = ResponseCache(CacheConfig(directory="/tmp/hg-cache", ttl_s=3600))
+    >>> cache.get(request, model="smollm2-135m", adapter_version=None) is None
+    True
+    """
+
+    enabled: bool = True
+    """Turn the cache off entirely (``get`` always misses, ``put`` stores nothing)."""
+    directory: str | None = None
+    """Cache folder; default ``$HYBRIDGATE_HOME/cache`` else platformdirs' user cache dir."""
+    ttl_s: float | None = 7 * 86400
+    """Seconds an answer stays valid; ``None`` keeps it until evicted by size."""
+    size_limit_mb: int = 512
+    """Disk budget; the least recently stored entries are evicted beyond it."""
+    cache_nondeterministic: bool = False
+    """Also cache sampled (temperature > 0) requests, replaying one draw for all callers."""
+
+    def __post_init__(self) -> None:
+        if self.ttl_s is not None and not self.ttl_s > 0:
+            raise PolicyError(f"cache.ttl_s must be > 0 seconds or null, got {self.ttl_s!r}")
+        if isinstance(self.size_limit_mb, bool) or not isinstance(self.size_limit_mb, int):
+            raise PolicyError(f"cache.size_limit_mb must be an integer, got {self.size_limit_mb!r}")
+        if self.size_limit_mb <= 0:
+            raise PolicyError(f"cache.size_limit_mb must be > 0, got {self.size_limit_mb}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, the shape of the ``cache:`` policy section."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    """A stored local answer; :meth:`to_result` turns it back into a ``BackendResult``."""
+
+    text: str
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str = ""
+    adapter_version: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    stored_at: float = 0.0
+    """Unix time the answer was cached."""
+
+    def to_result(self) -> BackendResult:
+        """A ``BackendResult`` for the client; no compute was spent, so cost is zero."""
+        return BackendResult(
+            text=self.text,
+            finish_reason=self.finish_reason,  # type: ignore[arg-type]
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            model=self.model,
+            compute_seconds=0.0,
+            cost_usd=0.0,
+            adapter_version=self.adapter_version,
+            tool_calls=self.tool_calls,
+        )
+
+
+class UnsafeCacheEntry(ValueError):
+    """A cache row is not JSON (e.g. a pickle planted in the folder); it is never loaded."""
+
+
+class JSONOnlyDisk(diskcache.Disk):
+    """A diskcache ``Disk`` that stores JSON text and refuses pickled keys and values."""
+
+    def __init__(self, directory: str, min_file_size: int = 0, **_ignored: Any) -> None:
+        super().__init__(directory, min_file_size=min_file_size)
+
+    def put(self, key: Any) -> tuple[Any, bool]:
+        if not isinstance(key, str):
+            raise TypeError(f"cache keys must be str, got {type(key).__name__}")
+        return key, True
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:
+            raise UnsafeCacheEntry("refusing a pickled cache key")
+        return key
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[Any, ...]:
+        if read:
+            raise TypeError("JSONOnlyDisk stores JSON values, not files")
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return super().store(text, False, key=key)
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode not in (MODE_RAW, MODE_TEXT) or read:
+            raise UnsafeCacheEntry(f"refusing a non-JSON cache value (mode {mode})")
+        text = super().fetch(mode, filename, value, False)
+        if not isinstance(text, str):
+            raise UnsafeCacheEntry("cache value is not text")
+        return json.loads(text)
+
+
+def default_cache_dir() -> Path:
+    """``$HYBRIDGATE_HOME/cache`` when set, else platformdirs' ``user_cache_dir``."""
+    home = os.environ.get("HYBRIDGATE_HOME")
+    if home:
+        return Path(home).expanduser() / "cache"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("hybridgate")) / "responses"
+
+
+def _num(value: float | None) -> float | None:
+    """0 and 0.0 must give the same key."""
+    return None if value is None else float(value)
+
+
+class ResponseCache:
+    """Caches local answers on disk for deterministic requests; safe across threads/processes.
+
+    >>> cache = ResponseCache(CacheConfig(directory="/tmp/hg-cache"))
+    >>> cache.put(req, result, model="smollm2", adapter_version="v3")
+    >>> cache.get(req, model="smollm2", adapter_version="v3").text
+    """
+
+    def __init__(self, config: CacheConfig) -> None:
+        """Open (or create) the cache folder; a corrupt database is rebuilt with a warning.
+
+        Args:
+            config: Cache settings.
+        """
+        self.config = config
+        self.directory = Path(config.directory) if config.directory else default_cache_dir()
+        self._lock = threading.Lock()
+        self._hits = 0
+        self._misses = 0
+        self._cache: diskcache.Cache | None = None
+        if config.enabled:
+            self._open()
+
+    # -- storage -------------------------------------------------------------------
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "size_limit": self.config.size_limit_mb * 2**20,
+            "eviction_policy": "least-recently-stored",  # LRU would write on every hit
+            "disk_min_file_size": 2**20,  # answers stay inside cache.db
+            "statistics": False,
+        }
+
+    def _open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self._cache = diskcache.Cache(
+                str(self.directory), disk=JSONOnlyDisk, **self._settings()
+            )
+        except sqlite3.DatabaseError as exc:
+            self._rebuild(exc)
+
+    def _rebuild(self, exc: BaseException) -> None:
+        """Throw away a corrupt cache database and start empty (a cache may always forget)."""
+        message = f"response cache at {self.directory} is corrupt ({exc}); rebuilding it empty"
+        logger.warning(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        if self._cache is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._cache.close()
+        for name in DB_FILES:
+            (self.directory / name).unlink(missing_ok=True)
+        self._cache = diskcache.Cache(str(self.directory), disk=JSONOnlyDisk, **self._settings())
+
+    # -- keys ----------------------------------------------------------------------
+
+    def key(self, request: ChatRequest, *, model: str, adapter_version: str | None) -> str:
+        """sha256 of the canonical JSON of everything that changes the answer.
+
+        Args:
+            request: The request.
+            model: The model that answers (not necessarily ``request.model``).
+            adapter_version: The LoRA adapter loaded, if any.
+
+        Returns:
+            64 hex characters. The tenant (``request.user``) is part of the key, so tenants
+            never see each other's entries.
+        """
+        material = {
+            "v": KEY_SCHEMA,
+            "namespace": request.user or "",
+            "model": model,
+            "adapter_version": adapter_version,
+            "messages": list(request.messages),
+            "temperature": _num(request.temperature),
+            "top_p": _num(request.top_p),
+            "max_tokens": request.max_tokens,
+            "stop": list(request.stop),
+            "seed": request.seed,
+            "tools": list(request.tools) if request.tools is not None else None,
+            "tool_choice": request.tool_choice,
+            "response_format": request.response_format,
+        }
+        canonical = json.dumps(
+            material, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr
+        )
+        return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def cacheable(self, request: ChatRequest) -> bool:
+        """Whether answers to ``request`` may be stored and replayed.
+
+        Returns:
+            ``True`` for deterministic requests (``request.deterministic``), or for any request
+            when ``cache_nondeterministic`` is set; ``False`` when the cache is disabled.
+        """
+        if not self.config.enabled:
+            return False
+        return self.config.cache_nondeterministic or request.deterministic
+
+    # -- get/put -------------------------------------------------------------------
+
+    def get(
+        self, request: ChatRequest, *, model: str, adapter_version: str | None
+    ) -> CachedAnswer | None:
+        """The cached answer for ``request``, or ``None`` on a miss.
+
+        Args:
+            request: The request.
+            model: The model that would answer.
+            adapter_version: The adapter that would be loaded.
+
+        Returns:
+            The stored answer, or ``None`` (miss, expired, uncacheable, disabled, unreadable).
+        """
+        if self._cache is None or not self.cacheable(request):
+            return None
+        key = self.key(request, model=model, adapter_version=adapter_version)
+        try:
+            value = self._cache.get(key)
+        except sqlite3.DatabaseError as exc:
+            self._rebuild(exc)
+            value = None
+        except (UnsafeCacheEntry, ValueError, OSError) as exc:
+            logger.warning("ignoring unreadable cache entry %s: %s", key[:12], exc)
+            value = None
+        answer = self._decode(value)
+        with self._lock:
+            if answer is None:
+                self._misses += 1
+            else:
+                self._hits += 1
+        return answer
+
+    @staticmethod
+    def _decode(value: Any) -> CachedAnswer | None:
+        if not isinstance(value, dict) or not isinstance(value.get("text"), str):
+            return None
+        try:
+            return CachedAnswer(**value)
+        except TypeError:
+            return None
+
+    def put(
+        self,
+        request: ChatRequest,
+        result: BackendResult,
+        *,
+        model: str,
+        adapter_version: str | None,
+    ) -> bool:
+        """Store ``result`` as the answer to ``request`` (only when :meth:`cacheable`).
+
+        Args:
+            request: The request answered.
+            result: The local backend's result.
+            model: The model that answered.
+            adapter_version: The adapter that was loaded.
+
+        Returns:
+            Whether it was stored.
+        """
+        if self._cache is None or not self.cacheable(request):
+            return False
+        if result.finish_reason == "content_filter":
+            return False
+        answer = CachedAnswer(
+            text=result.text,
+            finish_reason=result.finish_reason,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            model=result.model or model,
+            adapter_version=adapter_version,
+            tool_calls=result.tool_calls,
+            stored_at=time.time(),
+        )
+        key = self.key(request, model=model, adapter_version=adapter_version)
+        try:
+            self._cache.set(key, asdict(answer), expire=self.config.ttl_s)
+        except sqlite3.DatabaseError as exc:
+            self._rebuild(exc)
+            return False
+        except (TypeError, ValueError) as exc:  # e.g. tool_calls not JSON-serialisable
+            logger.warning("not caching an answer that is not JSON-serialisable: %s", exc)
+            return False
+        return True
+
+    # -- housekeeping --------------------------------------------------------------
+
+    def clear(self) -> int:
+        """Remove every entry and reset hit/miss counters.
+
+        Returns:
+            Number of entries removed.
+        """
+        with self._lock:
+            self._hits = self._misses = 0
+        return self._cache.clear() if self._cache is not None else 0
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for reports and ``/metrics``.
+
+        Returns:
+            ``hits``, ``misses``, ``hit_rate`` (this process), ``entries``, ``size_bytes``,
+            ``directory`` and ``enabled``.
+        """
+        with self._lock:
+            hits, misses = self._hits, self._misses
+        entries = len(self._cache) if self._cache is not None else 0
+        size = self._cache.volume() if self._cache is not None else 0
+        return {
+            "enabled": self.config.enabled,
+            "directory": str(self.directory),
+            "hits": hits,
+            "misses": misses,
+            "hit_rate": hits / (hits + misses) if hits + misses else 0.0,
+            "entries": entries,
+            "size_bytes": size,
+        }
+
+    def close(self) -> None:
+        """Close the database connections."""
+        if self._cache is not None:
+            self._cache.close()
+
+    def __enter__(self) -> ResponseCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = [
+    "CacheConfig",
+    "CachedAnswer",
+    "JSONOnlyDisk",
+    "ResponseCache",
+    "UnsafeCacheEntry",
+    "default_cache_dir",
+]

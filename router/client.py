@@ -1,0 +1,227 @@
+"""Drop-in replacements for ``openai.OpenAI`` / ``openai.AsyncOpenAI`` chat completions.
+
+>>> from router import HybridClient
+>>> client = HybridClient(policy="default")
+>>> reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+>>> reply.choices[0].message.content, reply.route.route, reply.route.cost_usd
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from router.errors import ModelLoadError
+from router.gateway import Gateway
+from router.ledger import Ledger
+from router.policy import RoutingPolicy, load_policy
+from router.pricing import PriceBook
+from router.retry import Retrier, RetryConfig
+
+
+class _Completions:
+    def __init__(self, gateway: Gateway, *, is_async: bool) -> None:
+        self._gateway = gateway
+        self._async = is_async
+
+    def create(self, **kwargs: Any) -> Any:
+        """Same parameters and return types as ``openai``'s ``chat.completions.create``.
+
+        Returns a ``ChatCompletion`` (or an iterator of ``ChatCompletionChunk`` with
+        ``stream=True``) whose ``route`` attribute tells where it was answered and what it cost.
+
+        Raises:
+            InvalidRequest: a bad or unsupported parameter (also ``openai.BadRequestError``).
+            CloudError: the cloud failed after retries (also the matching ``openai`` error).
+            BudgetExceeded: the daily budget is spent and the policy says to fail.
+        """
+        if self._async:
+            return self._gateway.acreate(kwargs)
+        return self._gateway.create(kwargs)
+
+
+class _Chat:
+    def __init__(self, gateway: Gateway, *, is_async: bool) -> None:
+        self.completions = _Completions(gateway, is_async=is_async)
+
+
+class HybridClient:
+    """OpenAI-shaped client that routes each request local or cloud and ledgers its cost.
+
+    >>> client = HybridClient(policy="cost-saver", ledger="~/.hybridgate/ledger.sqlite")
+    >>> client.chat.completions.create(messages=[{"role": "user", "content": "2+2?"}])
+
+    Args:
+        policy: a ``RoutingPolicy``, a bundled name (``default``, ``cost-saver``,
+            ``quality-first``) or a path to a YAML file.
+        ledger: a ``Ledger`` or the path of its SQLite file (default: the user data dir).
+        api_key: cloud API key; default: the variable named by ``cloud.api_key_env``.
+        api_base: override the cloud endpoint (e.g. the replay cloud, a proxy, vLLM).
+        cloud / local: transports to use instead of the ones built from the policy (tests,
+            custom backends); ``local`` may also be a zero-argument factory.
+        cache: False disables the response cache; or pass a ``ResponseCache``.
+        classifier: a fitted difficulty classifier (default: the policy's ``classifier`` file).
+        retry: retry settings for cloud calls (default: from the policy).
+    """
+
+    _is_async = False
+
+    def __init__(
+        self,
+        *,
+        policy: RoutingPolicy | str | Path = "default",
+        ledger: Ledger | str | Path | None = None,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        cloud: Any = None,
+        local: Any = None,
+        cache: Any = None,
+        classifier: Any = None,
+        retry: RetryConfig | None = None,
+        seed: int | None = None,
+    ) -> None:
+        policy = policy if isinstance(policy, RoutingPolicy) else load_policy(policy)
+        if not isinstance(ledger, Ledger):
+            ledger = Ledger(ledger, store_content=policy.store_content)
+        prices = PriceBook(
+            {name: {"input_per_mtok": p.input_per_mtok, "output_per_mtok": p.output_per_mtok}
+             for name, p in policy.cloud.prices.items()}
+        )
+        retry = retry or RetryConfig(
+            max_retries=policy.cloud.max_retries,
+            base_s=policy.cloud.backoff_base_s,
+            max_s=policy.cloud.backoff_max_s,
+        )
+        self._gateway = Gateway(
+            policy=policy,
+            ledger=ledger,
+            prices=prices,
+            cloud=cloud if cloud is not None else _cloud_transport(policy, api_key, api_base),
+            local_factory=_local_factory(policy, local),
+            cache=_cache(policy, cache),
+            classifier=classifier if classifier is not None else _classifier(policy),
+            retrier=Retrier(retry, seed=seed),
+            seed=seed,
+        )
+        self.chat = _Chat(self._gateway, is_async=self._is_async)
+
+    @property
+    def policy(self) -> RoutingPolicy:
+        return self._gateway.policy
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._gateway.ledger
+
+    @property
+    def shadow(self) -> Any:
+        """The shadow labeller (``drain()`` waits for background labels)."""
+        return self._gateway.shadow
+
+    def swap_adapter(self, path: str | Path, *, version: str) -> None:
+        """Hot-swap the local LoRA adapter; in-flight requests finish on the old one."""
+        self._gateway.local().swap_adapter(str(path), version=version)
+
+    def close(self) -> None:
+        self._gateway.close()
+
+    def __enter__(self) -> HybridClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncHybridClient(HybridClient):
+    """The ``openai.AsyncOpenAI`` counterpart: ``await client.chat.completions.create(...)``.
+
+    >>> client = AsyncHybridClient(policy="default")
+    >>> reply = await client.chat.completions.create(messages=[{"role": "user", "content": "hi"}])
+    >>> async for chunk in await client.chat.completions.create(messages=..., stream=True): ...
+    """
+
+    _is_async = True
+
+    async def __aenter__(self) -> AsyncHybridClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _cloud_transport(policy: RoutingPolicy, api_key: str | None, api_base: str | None) -> Any:
+    from router._transports.cloud import CloudTransport
+
+    if api_key is None and policy.cloud.api_key_env:
+        api_key = os.environ.get(policy.cloud.api_key_env)
+    return CloudTransport(
+        model=policy.cloud.model,
+        api_base=api_base or policy.cloud.api_base,
+        api_key=api_key,
+        timeout_s=policy.cloud.timeout_s,
+        connect_timeout_s=policy.cloud.connect_timeout_s,
+    )
+
+
+def _local_factory(policy: RoutingPolicy, local: Any) -> Any:
+    if local is not None:
+        return local if callable(local) and not hasattr(local, "complete") else (lambda: local)
+
+    def build() -> Any:
+        from local_models import LocalModelConfig
+        from router._transports.local import LocalTransport
+
+        adapter_path, adapter_version = _adapter(policy.local.adapter)
+        config = LocalModelConfig(
+            model=policy.local.model,
+            precision=policy.local.precision,
+            adapter_path=adapter_path,
+            adapter_version=adapter_version,
+            max_batch_size=policy.local.max_batch_size,
+            max_wait_ms=policy.local.max_wait_ms,
+            max_queue=policy.local.max_queue,
+        )
+        return LocalTransport.from_config(config)
+
+    return build
+
+
+def _adapter(spec: str | None) -> tuple[str | None, str | None]:
+    """``current`` -> the promoted adapter in the registry; a path -> itself; None -> base model."""
+    if not spec:
+        return None, None
+    if spec == "current":
+        from training.registry import AdapterRegistry
+
+        info = AdapterRegistry().current()
+        return (str(info.path), info.version) if info else (None, None)
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise ModelLoadError(f"adapter directory {str(path)!r} does not exist (local.adapter)")
+    return str(path), path.name
+
+
+def _cache(policy: RoutingPolicy, cache: Any) -> Any:
+    if cache is False or not policy.cache.enabled:
+        return None
+    if cache is not None:
+        return cache
+    from local_models.cache import CacheConfig, ResponseCache
+
+    return ResponseCache(
+        CacheConfig(
+            enabled=True,
+            ttl_s=policy.cache.ttl_s,
+            size_limit_mb=policy.cache.size_limit_mb,
+            cache_nondeterministic=policy.cache.cache_nondeterministic,
+        )
+    )
+
+
+def _classifier(policy: RoutingPolicy) -> Any:
+    if not policy.classifier:
+        return None
+    from router.classifier import DifficultyClassifier
+
+    return DifficultyClassifier.load(policy.classifier)

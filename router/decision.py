@@ -1,0 +1,130 @@
+"""The one place a request is sent local, cloud or down the cascade.
+
+Rules come first (forced tags, capabilities the local model lacks, prompt length, budget), then
+the policy mode: ``cloud``/``local`` always pick one side, ``route`` thresholds the classifier's
+P(local answer acceptable), ``cascade`` always tries local and escalates on low confidence, and
+``hybrid`` pre-routes the clear cases and cascades the uncertain middle band.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from router.errors import BudgetExceeded
+from router.types import ChatRequest
+from router.validation import prompt_text
+
+if TYPE_CHECKING:
+    from router.policy import RoutingPolicy
+
+Choice = Literal["local", "cloud", "cascade"]
+
+ROUTE_TAG = "route"
+"""``metadata={"route": "cloud"}`` (or ``"local"``) forces a route for one request."""
+
+
+class Scorer(Protocol):
+    def predict_proba(self, X: Sequence[str]):  # noqa: N803 - scikit-learn naming
+        ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where a request goes and why."""
+
+    route: Choice
+    reason: str
+    score: float | None = None
+
+
+class Decider:
+    """Applies a ``RoutingPolicy`` to requests.
+
+    >>> decider = Decider(policy, classifier=clf, cloud_spend_today=lambda: 0.0)
+    >>> decider.decide(request)
+    Decision(route='local', reason='score>=0.50', score=0.83)
+    """
+
+    def __init__(
+        self,
+        policy: RoutingPolicy,
+        *,
+        classifier: Scorer | None = None,
+        cloud_spend_today: Callable[[], float] = lambda: 0.0,
+        count_tokens: Callable[[ChatRequest], int] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.classifier = classifier
+        self._spend = cloud_spend_today
+        self._count_tokens = count_tokens or _approx_tokens
+
+    def score(self, request: ChatRequest) -> float | None:
+        if self.classifier is None:
+            return None
+        return float(self.classifier.predict_proba([prompt_text(request)])[0][1])
+
+    def decide(self, request: ChatRequest) -> Decision:
+        policy = self.policy
+        rules = policy.rules
+        tags = request.metadata
+        forced = tags.get(ROUTE_TAG)
+        tag_values = set(tags.values()) | set(tags)
+        if forced == "cloud" or tag_values & set(rules.force_cloud_tags):
+            return Decision("cloud", "rule:forced_cloud")
+        if request.tools and rules.cloud_if_tools:
+            return Decision("cloud", "rule:tools")
+        if request.response_format and rules.cloud_if_response_format:
+            return Decision("cloud", "rule:response_format")
+        if forced == "local" or tag_values & set(rules.force_local_tags):
+            return Decision("local", "rule:forced_local")
+        if policy.mode == "cloud":
+            return self._budget_checked(Decision("cloud", "policy:cloud"))
+        limit = rules.max_local_prompt_tokens or policy.local.max_prompt_tokens
+        if self._count_tokens(request) > limit:
+            return self._budget_checked(Decision("cloud", "rule:prompt_too_long"))
+        if policy.mode == "local":
+            return Decision("local", "policy:local")
+        if policy.mode == "cascade":
+            return Decision("cascade", "policy:cascade")
+
+        score = self.score(request)
+        t = policy.thresholds
+        if policy.mode == "route":
+            if score is None:
+                decision = Decision("cloud", "no_classifier")
+            elif score >= t.route:
+                decision = Decision("local", f"score>={t.route:.2f}", score)
+            else:
+                decision = Decision("cloud", f"score<{t.route:.2f}", score)
+        else:  # hybrid
+            if score is None:
+                decision = Decision("cascade", "no_classifier:cascade")
+            elif score >= t.hybrid_high:
+                decision = Decision("local", f"score>={t.hybrid_high:.2f}", score)
+            elif score < t.hybrid_low:
+                decision = Decision("cloud", f"score<{t.hybrid_low:.2f}", score)
+            else:
+                decision = Decision("cascade", "score:uncertain", score)
+        return self._budget_checked(decision)
+
+    def _budget_checked(self, decision: Decision) -> Decision:
+        """Once the daily cloud budget is spent, go local or fail, as the policy says."""
+        budget = self.policy.budget
+        if decision.route == "local" or budget.daily_usd is None:
+            return decision
+        if self._spend() < budget.daily_usd:
+            return decision
+        if budget.on_exceeded == "fail":
+            raise BudgetExceeded(
+                f"daily cloud budget of ${budget.daily_usd:.2f} is spent; "
+                "requests that need the cloud fail until midnight "
+                f"({budget.timezone}) or until budget.daily_usd is raised"
+            )
+        return Decision("local", "budget:exhausted", decision.score)
+
+
+def _approx_tokens(request: ChatRequest) -> int:
+    """~4 characters per token: good enough to catch prompts far beyond the context window."""
+    return sum(len(m.get("content") or "") for m in request.messages) // 4 + 4 * len(request.messages)

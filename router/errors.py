@@ -1,0 +1,188 @@
+"""One exception tree for the whole gateway.
+
+::
+
+    HybridGateError
+      InvalidRequest            (also openai.BadRequestError: bad messages/params)
+      PolicyError               (a policy file or object is invalid)
+      RoutingError
+      BackendError
+        LocalModelError
+          ModelLoadError
+          LocalOutOfMemory
+          Overloaded            (the local queue is full)
+          BatcherTimeout
+        CloudError              (also the matching openai.* error)
+          RateLimited           (openai.RateLimitError, 429)
+          CloudTimeout          (openai.APITimeoutError)
+          CloudConnectionError  (openai.APIConnectionError)
+          CloudAuthError        (openai.AuthenticationError, 401/403)
+          CloudBadRequest       (openai.BadRequestError, other 4xx)
+          CloudServerError      (openai.InternalServerError, 5xx)
+      BudgetExceeded
+      NotFittedError
+
+Cloud errors subclass both our tree and the ``openai`` SDK's exception of the same
+meaning, so an app's existing ``except openai.RateLimitError`` keeps working after it
+swaps ``OpenAI()`` for ``HybridClient()``.
+"""
+
+from __future__ import annotations
+
+import httpx
+import openai
+
+_PLACEHOLDER_URL = "https://hybridgate.invalid/v1/chat/completions"
+
+
+def _request(url: str | None = None) -> httpx.Request:
+    return httpx.Request("POST", url or _PLACEHOLDER_URL)
+
+
+def _response(status: int, url: str | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, request=_request(url), headers=headers or {})
+
+
+class HybridGateError(Exception):
+    """Root of every error hybridgate raises."""
+
+
+class InvalidRequest(HybridGateError, openai.BadRequestError):
+    """The request itself is malformed (empty messages, unknown parameter, bad role...)."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        openai.BadRequestError.__init__(
+            self, message, response=_response(400), body={"message": message, "param": param}
+        )
+        self.param = param
+
+
+class PolicyError(HybridGateError, ValueError):
+    """A routing policy is invalid; the message names file, line and field when known."""
+
+
+class RoutingError(HybridGateError):
+    """No backend could be chosen for a request."""
+
+
+class BackendError(HybridGateError):
+    """A backend failed to answer. Fallback code catches this, never bare Exception."""
+
+    retryable: bool = False
+
+
+class LocalModelError(BackendError):
+    """The local model could not answer."""
+
+
+class ModelLoadError(LocalModelError):
+    """The local model weights are missing or corrupt; the message says how to fix it."""
+
+
+class LocalOutOfMemory(LocalModelError):
+    """The local device ran out of memory."""
+
+
+class Overloaded(LocalModelError):
+    """The local request queue is full: back off or route elsewhere."""
+
+
+class BatcherTimeout(LocalModelError):
+    """A queued local request waited longer than its timeout."""
+
+
+class CloudError(BackendError):
+    """The cloud provider failed; concrete subclasses also subclass openai's errors."""
+
+    status_code: int | None = None
+
+
+class CloudBadRequest(CloudError, openai.BadRequestError):
+    retryable = False
+
+    def __init__(self, message: str, *, status_code: int = 400, body: object | None = None) -> None:
+        openai.BadRequestError.__init__(self, message, response=_response(status_code), body=body)
+        self.status_code = status_code
+
+
+class CloudAuthError(CloudError, openai.AuthenticationError):
+    retryable = False
+
+    def __init__(self, message: str, *, status_code: int = 401, body: object | None = None) -> None:
+        openai.AuthenticationError.__init__(self, message, response=_response(status_code), body=body)
+        self.status_code = status_code
+
+
+class RateLimited(CloudError, openai.RateLimitError):
+    retryable = True
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, body: object | None = None
+    ) -> None:
+        headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
+        openai.RateLimitError.__init__(self, message, response=_response(429, headers=headers), body=body)
+        self.status_code = 429
+        self.retry_after = retry_after
+
+
+class CloudServerError(CloudError, openai.InternalServerError):
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 500,
+        retry_after: float | None = None,
+        body: object | None = None,
+    ) -> None:
+        openai.InternalServerError.__init__(self, message, response=_response(status_code), body=body)
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+class CloudTimeout(CloudError, openai.APITimeoutError):
+    retryable = True
+
+    def __init__(self, message: str = "Request timed out.") -> None:
+        openai.APITimeoutError.__init__(self, request=_request())
+        self.message = message
+        self.args = (message,)
+
+
+class CloudConnectionError(CloudError, openai.APIConnectionError):
+    retryable = True
+
+    def __init__(self, message: str = "Connection error.") -> None:
+        openai.APIConnectionError.__init__(self, message=message, request=_request())
+
+
+class BudgetExceeded(HybridGateError):
+    """The policy's daily cloud budget is spent and the policy says to fail."""
+
+
+class NotFittedError(HybridGateError, ValueError):
+    """A classifier was used before ``fit`` or ``load``."""
+
+
+__all__ = [
+    "BackendError",
+    "BatcherTimeout",
+    "BudgetExceeded",
+    "CloudAuthError",
+    "CloudBadRequest",
+    "CloudConnectionError",
+    "CloudError",
+    "CloudServerError",
+    "CloudTimeout",
+    "HybridGateError",
+    "InvalidRequest",
+    "LocalModelError",
+    "LocalOutOfMemory",
+    "ModelLoadError",
+    "NotFittedError",
+    "Overloaded",
+    "PolicyError",
+    "RateLimited",
+    "RoutingError",
+]

@@ -1,0 +1,321 @@
+"""Savings reports over ledger rows: totals, per-day/route/model groups, table/JSON/CSV/plot.
+
+Pure Python over :class:`~router.ledger.LedgerEntry` lists so ``hybridgate report`` starts
+fast; rich and matplotlib are imported only by the function that draws with them.
+Days are UTC calendar days, and ``parse_since`` reads dates without a zone as UTC, so a
+report is the same wherever it is run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from router.ledger import LedgerEntry
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+GROUPINGS: tuple[str | None, ...] = (None, "day", "route", "model")
+"""Accepted values of ``summarize(by=...)``."""
+
+LOCAL_ROUTES = frozenset({"local", "cache"})
+"""Routes served without paying the cloud; they make up ``local_share``."""
+
+
+@dataclass
+class ReportGroup:
+    """The figures of one group of requests (or of all of them, for the totals)."""
+
+    key: str
+    requests: int = 0
+    errors: int = 0
+    """Rows with an ``error_type``."""
+    cost_usd: float = 0.0
+    """What was actually paid (cloud charges + local compute)."""
+    baseline_cost_usd: float = 0.0
+    """What sending every request to the cloud model would have cost."""
+    savings_usd: float = 0.0
+    """``baseline_cost_usd - cost_usd`` (negative when routing cost more)."""
+    savings_pct: float = 0.0
+    """Savings as a percentage of the baseline (0 when the baseline is 0)."""
+    local_share: float = 0.0
+    """Fraction (0..1) of requests served locally or from the cache."""
+    cache_hits: int = 0
+    p50_latency_ms: float = 0.0
+    p95_latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Report:
+    """A summary of ledger rows: ``totals`` plus one group per key of ``by``.
+
+    >>> report = summarize(ledger.rows(since=parse_since("7d")), by="day")
+    >>> report.totals.savings_usd, [g.key for g in report.groups]
+    (1.23, ['2026-11-01', '2026-11-02'])
+    """
+
+    by: str | None
+    totals: ReportGroup
+    groups: list[ReportGroup] = field(default_factory=list)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default method) without importing numpy.
+
+    Args:
+        values: Numbers, any order.
+        q: Percentile in [0, 100].
+
+    Returns:
+        The percentile; 0.0 for no values.
+    """
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
+
+
+_KEYS: dict[str, Callable[[LedgerEntry], str]] = {
+    "day": lambda e: _day(e.ts),
+    "route": lambda e: e.route or "none",
+    "model": lambda e: e.model or "(none)",
+}
+
+
+def _group(key: str, rows: Iterable[LedgerEntry]) -> ReportGroup:
+    g = ReportGroup(key=key)
+    latencies: list[float] = []
+    served_locally = 0
+    for e in rows:
+        g.requests += 1
+        g.errors += e.error_type is not None
+        g.cost_usd += e.cost_usd
+        g.baseline_cost_usd += e.baseline_cost_usd
+        g.cache_hits += bool(e.cache_hit)
+        served_locally += e.route in LOCAL_ROUTES
+        g.prompt_tokens += e.prompt_tokens
+        g.completion_tokens += e.completion_tokens
+        latencies.append(e.latency_ms)
+    g.savings_usd = g.baseline_cost_usd - g.cost_usd
+    g.savings_pct = 100.0 * g.savings_usd / g.baseline_cost_usd if g.baseline_cost_usd else 0.0
+    g.local_share = served_locally / g.requests if g.requests else 0.0
+    g.p50_latency_ms = percentile(latencies, 50)
+    g.p95_latency_ms = percentile(latencies, 95)
+    return g
+
+
+def summarize(rows: list[LedgerEntry], *, by: str | None = "route") -> Report:
+    """Add up ledger rows into totals and per-group figures.
+
+    Args:
+        rows: Entries, e.g. ``ledger.rows(since=...)``.
+        by: ``"day"`` (UTC), ``"route"``, ``"model"`` or ``None`` (totals only).
+
+    Returns:
+        The report; groups sorted by key.
+
+    Raises:
+        ValueError: ``by`` is not one of the accepted groupings.
+    """
+    if by not in GROUPINGS:
+        raise ValueError(
+            f"cannot group a report by {by!r}: use one of day, route, model (or None for totals)"
+        )
+    totals = _group("total", rows)
+    groups: list[ReportGroup] = []
+    if by is not None:
+        keyfn = _KEYS[by]
+        buckets: dict[str, list[LedgerEntry]] = {}
+        for e in rows:
+            buckets.setdefault(keyfn(e), []).append(e)
+        groups = [_group(k, buckets[k]) for k in sorted(buckets)]
+    return Report(by=by, totals=totals, groups=groups)
+
+
+# --------------------------------------------------------------------------- output
+
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("requests", "requests"),
+    ("errors", "errors"),
+    ("cost_usd", "cost $"),
+    ("baseline_cost_usd", "all-cloud $"),
+    ("savings_usd", "saved $"),
+    ("savings_pct", "saved %"),
+    ("local_share", "local %"),
+    ("cache_hits", "cache hits"),
+    ("p50_latency_ms", "p50 ms"),
+    ("p95_latency_ms", "p95 ms"),
+    ("prompt_tokens", "prompt tok"),
+    ("completion_tokens", "completion tok"),
+)
+
+
+def _fmt(name: str, value: Any) -> str:
+    if name.endswith("_usd"):
+        return f"{value:.4f}"
+    if name == "savings_pct":
+        return f"{value:.1f}"
+    if name == "local_share":
+        return f"{100 * value:.1f}"
+    if name.endswith("_ms"):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def render_table(report: Report) -> Table:
+    """A rich table: one row per group, then a bold total row.
+
+    Args:
+        report: From :func:`summarize`.
+
+    Returns:
+        A ``rich.table.Table`` ready for ``Console().print``.
+    """
+    from rich.table import Table
+
+    title = "hybridgate savings" + (f" by {report.by}" if report.by else "")
+    table = Table(title=title)
+    table.add_column(report.by or "", style="cyan")
+    for _, header in _COLUMNS:
+        table.add_column(header, justify="right")
+    for g in report.groups:
+        table.add_row(g.key, *(_fmt(n, getattr(g, n)) for n, _ in _COLUMNS))
+    t = report.totals
+    table.add_row("total", *(_fmt(n, getattr(t, n)) for n, _ in _COLUMNS), style="bold")
+    return table
+
+
+def to_json(report: Report) -> str:
+    """The report as JSON (``{"by", "totals", "groups"}``, raw numbers, no rounding)."""
+    return json.dumps(asdict(report), indent=2)
+
+
+def to_csv(report: Report) -> str:
+    """The report as CSV: header, one line per group, then a ``total`` line.
+
+    Returns:
+        CSV text; the first column is the group key.
+    """
+    buf = io.StringIO()
+    names = [n for n, _ in _COLUMNS]
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([report.by or "group", *names])
+    for g in [*report.groups, report.totals]:
+        writer.writerow([g.key, *(getattr(g, n) for n in names)])
+    return buf.getvalue()
+
+
+def plot(report: Report, path: str | Path) -> Path:
+    """Bar chart of actual cost vs all-cloud baseline per group, saved to ``path``.
+
+    Args:
+        report: From :func:`summarize`; with ``by=None`` one pair of bars for the totals.
+        path: Image file (format from the suffix, e.g. ``.png``, ``.svg``).
+
+    Returns:
+        The written path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = report.groups or [report.totals]
+    keys = [g.key for g in groups]
+    xs = list(range(len(groups)))
+    width = 0.4
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(groups) + 2), 4))
+    try:
+        ax.bar([x - width / 2 for x in xs], [g.baseline_cost_usd for g in groups], width,
+               label="all-cloud baseline", color="#bbbbbb")  # fmt: skip
+        ax.bar([x + width / 2 for x in xs], [g.cost_usd for g in groups], width,
+               label="actual (hybridgate)", color="#2a7ab0")  # fmt: skip
+        ax.set_xticks(xs)
+        ax.set_xticklabels(keys, rotation=45 if len(keys) > 6 else 0, ha="right")
+        ax.set_ylabel("USD")
+        t = report.totals
+        ax.set_title(
+            f"Cost vs all-cloud baseline: saved ${t.savings_usd:.4f} ({t.savings_pct:.1f}%)"
+        )
+        ax.legend()
+        fig.tight_layout()
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out)
+    finally:
+        plt.close(fig)
+    return out
+
+
+# --------------------------------------------------------------------------- --since
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, *, now: float | None = None) -> float:
+    """Read a ``--since`` value into a Unix time.
+
+    Args:
+        text: A date (``2026-11-01``, UTC midnight), an ISO datetime (``2026-11-01T09:30``,
+            ``...Z`` or ``...+02:00``; no zone means UTC) or an age (``30m``, ``24h``, ``7d``,
+            ``2w``, ``90s``).
+        now: Reference time for ages; default the current time.
+
+    Returns:
+        Unix time.
+
+    Raises:
+        ValueError: The text is none of these forms.
+    """
+    raw = str(text).strip()
+    match = _RELATIVE.match(raw)
+    if match:
+        amount, unit = float(match.group(1)), match.group(2).lower()
+        return (time.time() if now is None else now) - amount * _UNIT_SECONDS[unit]
+    iso = raw[:-1] + "+00:00" if raw[-1:] in ("Z", "z") else raw
+    try:
+        parsed = datetime.fromisoformat(iso)
+    except ValueError:
+        parsed = None
+    if parsed is None or not raw:
+        raise ValueError(
+            f"invalid --since value {text!r}: use a date (2026-11-01), an ISO datetime "
+            "(2026-11-01T09:30:00, UTC unless it has an offset) or an age like 30m, 24h, 7d"
+        )
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+__all__ = [
+    "GROUPINGS",
+    "LOCAL_ROUTES",
+    "Report",
+    "ReportGroup",
+    "parse_since",
+    "percentile",
+    "plot",
+    "render_table",
+    "summarize",
+    "to_csv",
+    "to_json",
+]

@@ -1,0 +1,101 @@
+"""Shadow labelling: answer some cloud-routed requests locally too, in the background.
+
+A judge compares the local answer with the cloud's and stores the label in the ledger; those
+labels are what ``hybridgate tune`` fits the router on. The caller is never delayed: work goes to
+one background thread through a bounded queue, and when the queue is full the sample is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from router.types import BackendResult, ChatRequest
+
+log = logging.getLogger("hybridgate.shadow")
+
+
+class ShadowLabeller:
+    """Background local answers + judge -> ``ledger.add_label``.
+
+    >>> labeller = ShadowLabeller(ledger=ledger, local=lambda: local_transport, judge="auto")
+    >>> labeller.submit(request, cloud_result)   # returns at once
+    >>> labeller.drain()                         # tests: wait for pending work
+    """
+
+    def __init__(
+        self,
+        *,
+        ledger: Any,
+        local: Callable[[], Any],
+        judge: str = "auto",
+        max_pending: int = 64,
+        prices: Any = None,
+        usd_per_hour: float = 0.0,
+    ) -> None:
+        self.ledger = ledger
+        self._local = local
+        self.judge = judge
+        self.max_pending = max_pending
+        self._prices = prices
+        self._usd_per_hour = usd_per_hour
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: set[Future[None]] = set()
+        self._lock = threading.Lock()
+        self.dropped = 0
+        self.labelled = 0
+
+    def submit(self, request: ChatRequest, cloud_result: BackendResult) -> bool:
+        """Queue a shadow answer; returns False (and drops it) when the queue is full."""
+        with self._lock:
+            if len(self._pending) >= self.max_pending:
+                self.dropped += 1
+                return False
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hybridgate-shadow")
+            future = self._pool.submit(self._label, request, cloud_result)
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+        return True
+
+    def _done(self, future: Future[None]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+
+    def _label(self, request: ChatRequest, cloud_result: BackendResult) -> None:
+        from router.confidence import confidence
+        from router.judges import auto_judge, get_judge
+
+        try:
+            local = self._local().complete(request)
+            name = self.judge if self.judge != "auto" else auto_judge(cloud_result.text)
+            label = float(get_judge(name)(answer=local.text, reference=cloud_result.text))
+            cost = 0.0
+            if self._prices is not None:
+                cost = self._prices.local_cost(local.compute_seconds, self._usd_per_hour)
+            self.ledger.add_label(
+                request.request_id,
+                judge=name,
+                label=label,
+                local_answer=local.text,
+                local_confidence=confidence(local.token_logprobs or []),
+                local_cost_usd=cost,
+            )
+            self.labelled += 1
+        except Exception:  # a background sample must never take the gateway down
+            log.exception("shadow labelling failed for request %s", request.request_id)
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait for queued shadow work (tests, shutdown)."""
+        with self._lock:
+            pending = list(self._pending)
+        for future in pending:
+            future.result(timeout=timeout)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,115 @@
+"""Typed values that flow through the gateway: request in, backend result, routing facts out.
+
+Data flows one way: ``ChatRequest`` (validated) -> ``Decision`` (policy) -> a transport returns a
+``BackendResult`` -> the client builds an OpenAI ``ChatCompletion`` carrying ``RouteInfo`` and
+writes one ledger row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from pydantic import BaseModel
+
+Route = Literal["local", "cloud", "cache"]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated chat-completion request, independent of the backend that will answer it."""
+
+    messages: tuple[dict[str, Any], ...]
+    model: str
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    stream: bool = False
+    include_usage: bool = False
+    user: str | None = None
+    timeout: float | None = None
+    tools: tuple[dict[str, Any], ...] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    request_id: str = ""
+
+    @property
+    def deterministic(self) -> bool:
+        """Greedy (temperature 0 or unset-with-seed) requests give the same answer twice."""
+        return self.temperature == 0 or (self.temperature is None and self.seed is not None)
+
+
+@dataclass
+class BackendResult:
+    """What a backend returns; the client turns it into an OpenAI ``ChatCompletion``."""
+
+    text: str
+    finish_reason: Literal["stop", "length", "tool_calls", "content_filter"] = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str = ""
+    compute_seconds: float = 0.0
+    """Wall-clock seconds the backend spent computing (local cost = this x $/hour)."""
+    token_logprobs: list[float] | None = None
+    """Per-token log-probabilities of the generated answer (local backend), for the cascade."""
+    cost_usd: float | None = None
+    """Price the provider charged, when the backend knows it (cloud)."""
+    adapter_version: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class StreamDelta:
+    """One piece of a streamed answer; the last one carries the full ``BackendResult``."""
+
+    text: str = ""
+    result: BackendResult | None = None
+
+
+class RouteInfo(BaseModel):
+    """Routing facts attached to every response as ``completion.route``."""
+
+    route: Route
+    """Which backend answered: ``local``, ``cloud`` or ``cache``."""
+    reason: str
+    """Why: the rule or score that decided, e.g. ``score>=0.62`` or ``escalated:low_confidence``."""
+    score: float | None = None
+    """Difficulty-classifier P(local answer acceptable), when one ran."""
+    confidence: float | None = None
+    """Local answer confidence from token log-probabilities, when the cascade ran."""
+    escalated: bool = False
+    cost_usd: float = 0.0
+    baseline_cost_usd: float = 0.0
+    """What the same request would have cost on the cloud model (the all-cloud baseline)."""
+    latency_ms: float = 0.0
+    policy_version: str = ""
+    adapter_version: str | None = None
+    cache_hit: bool = False
+    request_id: str = ""
+
+
+class HybridChatCompletion(ChatCompletion):
+    """An OpenAI ``ChatCompletion`` plus ``route``; ``isinstance(x, ChatCompletion)`` holds."""
+
+    route: RouteInfo
+
+
+class HybridChatCompletionChunk(ChatCompletionChunk):
+    """An OpenAI ``ChatCompletionChunk``; the final chunk carries ``route``."""
+
+    route: RouteInfo | None = None
+
+
+__all__ = [
+    "BackendResult",
+    "ChatRequest",
+    "HybridChatCompletion",
+    "HybridChatCompletionChunk",
+    "Route",
+    "RouteInfo",
+    "StreamDelta",
+]

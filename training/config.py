@@ -1,0 +1,194 @@
+"""LoRA training settings as a frozen, self-validating value object (mechanics live in lora.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Precision = Literal["auto", "fp32", "bf16"]
+
+DEFAULT_TARGET_MODULES: tuple[str, ...] = ("q_proj", "v_proj")
+
+
+@dataclass(frozen=True)
+class LoraTrainingConfig:
+    """How to fine-tune a LoRA adapter on teacher answers.
+
+    >>> cfg = LoraTrainingConfig(epochs=2, lr=1e-3)
+    >>> cfg.effective_batch_size
+    16
+    """
+
+    r: int = 8
+    """LoRA rank: adapter capacity. 8 is plenty for label-style answers."""
+    alpha: int = 16
+    """LoRA scaling numerator; the update is scaled by ``alpha / r``."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input during training."""
+    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+    """Linear layers that get adapters. More modules learn faster per step but cost time."""
+    lr: float = 2e-4
+    """Peak learning rate (AdamW) reached after warmup."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on the adapter weights."""
+    epochs: float = 1.0
+    """Passes over the training set; fractions stop part-way through the last pass."""
+    batch_size: int = 8
+    """Sequences per forward pass; raise ``grad_accum`` rather than this to save memory."""
+    grad_accum: int = 2
+    """Micro-batches whose gradients are summed before one optimizer step."""
+    max_seq_len: int = 256
+    """Longer sequences are truncated from the left of the prompt; the answer is kept."""
+    warmup_ratio: float = 0.05
+    """Share of optimizer steps spent warming the learning rate up linearly from 0."""
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Learning-rate decay after warmup."""
+    precision: Precision = "auto"
+    """``auto``: bf16 on CUDA with bf16 support, fp32 on CPU (CPU bf16 autocast was not faster)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, ~30% slower."""
+    qlora: bool = False
+    """Load the base in 4-bit (bitsandbytes, CUDA only); training raises a clear error otherwise."""
+    seed: int = 0
+    """Seeds adapter init and batch order, so a resumed run replays the same batches."""
+    system_prompt: str | None = None
+    """System message added when a conversation has none. None: an empty system turn, which
+    stops chat templates (SmolLM2's) from injecting their long default one; serving must use
+    the same value (it is stored in the adapter's metadata)."""
+    checkpoint_every: int = 0
+    """Save a resumable checkpoint every this many optimizer steps; 0 saves none."""
+    length_grouped: bool = True
+    """Batch sequences of similar length together so little compute is spent on padding."""
+    num_threads: int | None = None
+    """CPU threads for torch; None leaves torch's default."""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    """Free-form notes carried into metadata (not used by training)."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.r > 0, f"r must be > 0, got {self.r}"),
+            (self.alpha > 0, f"alpha must be > 0, got {self.alpha}"),
+            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+            (len(self.target_modules) > 0, "target_modules must not be empty"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
+            (self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}"),
+            (self.grad_accum > 0, f"grad_accum must be > 0, got {self.grad_accum}"),
+            (self.max_seq_len >= 8, f"max_seq_len must be >= 8, got {self.max_seq_len}"),
+            (
+                0.0 <= self.warmup_ratio < 1.0,
+                f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}",
+            ),
+            (
+                self.schedule in ("cosine", "linear", "constant"),
+                f"unknown schedule {self.schedule!r}",
+            ),
+            (self.precision in ("auto", "fp32", "bf16"), f"unknown precision {self.precision!r}"),
+            (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"LoraTrainingConfig: {msg}")
+        if isinstance(self.target_modules, list):
+            object.__setattr__(self, "target_modules", tuple(self.target_modules))
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Sequences per optimizer step."""
+        return self.batch_size * self.grad_accum
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (round-trips through ``from_dict``)."""
+        d = dataclasses.asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoraTrainingConfig:
+        """Build from ``to_dict`` output; unknown keys raise ``ValueError`` naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"LoraTrainingConfig: unknown fields {unknown}")
+        d = dict(data)
+        if "target_modules" in d:
+            d["target_modules"] = tuple(d["target_modules"])
+        return cls(**d)
+
+    def describe(self) -> str:
+        """One human-readable line per setting (for ``hybridgate distill --dry-run``)."""
+        return "\n".join(
+            f"{k:>22}: {json.dumps(v)}" for k, v in self.to_dict().items() if k != "extra"
+        )
+
+
+def _detect_device() -> tuple[str, float]:
+    """(device, usable memory in GiB) without importing torch at module import time."""
+    import torch
+
+    if torch.cuda.is_available():
+        free, _total = torch.cuda.mem_get_info()
+        return "cuda", free / 2**30
+    try:
+        import os
+
+        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return "cpu", pages / 2**30
+    except (ValueError, OSError, AttributeError):
+        return "cpu", 4.0
+
+
+def hardware_defaults(
+    n_examples: int,
+    avg_tokens: float,
+    *,
+    device: str | None = None,
+    memory_gib: float | None = None,
+) -> LoraTrainingConfig:
+    """Pick batch size, accumulation, rank and sequence length that fit this machine.
+
+    Activation memory grows with batch x sequence; the CPU budget is kept small because large
+    CPU batches thrash memory without raising throughput. Short label-style data gets more
+    epochs and a higher learning rate (few steps per epoch).
+
+    Args:
+        n_examples: training examples available.
+        avg_tokens: mean tokens per example (prompt + answer, after templating).
+        device: ``"cpu"``/``"cuda"``; detected when None.
+        memory_gib: usable memory; detected when None.
+
+    Returns:
+        A validated ``LoraTrainingConfig``.
+
+    Raises:
+        ValueError: ``n_examples`` < 1 or ``avg_tokens`` <= 0.
+    """
+    if n_examples < 1 or avg_tokens <= 0:
+        raise ValueError(f"need n_examples >= 1 and avg_tokens > 0, got {n_examples}, {avg_tokens}")
+    if device is None or memory_gib is None:
+        d, m = _detect_device()
+        device = device or d
+        memory_gib = memory_gib if memory_gib is not None else m
+    seq = int(min(1024, max(32, 2 ** (int(avg_tokens * 1.5) - 1).bit_length())))
+    # tokens per micro-batch that fit: ~2 GiB per 8k tokens on a 135M model is conservative.
+    budget_tokens = 2048 if device == "cpu" else int(max(2048, memory_gib * 4096))
+    batch = int(max(1, min(64, budget_tokens // seq)))
+    target_effective = 16
+    accum = max(1, target_effective // batch)
+    short = avg_tokens <= 64
+    return LoraTrainingConfig(
+        r=8 if device == "cpu" else 16,
+        alpha=16 if device == "cpu" else 32,
+        target_modules=("q_proj", "k_proj", "v_proj", "o_proj")
+        if device != "cpu" or short
+        else DEFAULT_TARGET_MODULES,
+        lr=1e-3 if short else 2e-4,
+        epochs=3.0 if n_examples < 5000 and short else 1.0,
+        batch_size=batch,
+        grad_accum=accum,
+        max_seq_len=seq,
+        precision="auto",
+        gradient_checkpointing=device == "cuda" and memory_gib < 4,
+    )

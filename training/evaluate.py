@@ -1,0 +1,241 @@
+"""Score a student (base model or base + adapter) against held-out teacher answers.
+
+Two numbers gate promotion: *agreement* (greedy answer matches the teacher's, per a judge)
+and *loss* (mean answer-token cross-entropy under teacher forcing). Prompts use the same
+chat-template path as training and serving (``training._model.encode_prompt``).
+
+Closed answer sets: when a traffic class is answered from a small set of short labels
+(intents, categories, yes/no), free decoding wastes the student's capacity on spelling.
+``closed_answer_set`` detects such sets and ``evaluate(..., allowed_answers=...)`` decodes
+greedily through a token trie of the allowed answers, so the output is always one of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training._model import encode_answer, encode_prompt, load_trainable
+from training.dataset import Example
+from training.lora import Feature, answer_loss, collate_left
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Held-out quality of a student.
+
+    >>> res = evaluate("smollm2-135m-instruct", heldout, adapter_dir="adapters/v0002")
+    >>> res.agreement, res.n
+    (0.81, 300)
+    """
+
+    agreement: float
+    """Share of held-out examples whose greedy answer the judge accepts (0..1)."""
+    loss: float
+    """Mean answer-token cross-entropy on the teacher answers (nats; lower is better)."""
+    n: int
+    """Held-out examples scored."""
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"agreement": self.agreement, "loss": self.loss, "n": self.n}
+
+
+def _normalize(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower()).strip(" .!\"'`")
+
+
+def exact_match(answer: str, reference: str) -> bool:
+    """Normalized exact match (case, surrounding whitespace/punctuation ignored)."""
+    return _normalize(answer) == _normalize(reference)
+
+
+def default_judge() -> Callable[[str, str], bool]:
+    """The agreement judge: normalized exact match (one place to switch to ``router.judges``)."""
+    return exact_match
+
+
+def closed_answer_set(
+    examples: Sequence[Example],
+    *,
+    max_labels: int = 200,
+    min_coverage: float = 0.95,
+    max_chars: int = 64,
+) -> list[str] | None:
+    """Detect a closed set of short answers that covers nearly all examples.
+
+    Args:
+        examples: teacher examples of one traffic class.
+        max_labels: most distinct answers a closed set may have.
+        min_coverage: share of examples the set must cover.
+        max_chars: longest answer that counts as a label.
+
+    Returns:
+        The sorted distinct answers (the ``max_labels`` most frequent), or None when the
+        answers are open-ended.
+    """
+    if not examples:
+        return None
+    counts = Counter(e.answer.strip() for e in examples if 0 < len(e.answer.strip()) <= max_chars)
+    top = counts.most_common(max_labels)
+    covered = sum(c for _, c in top)
+    if not top or covered / len(examples) < min_coverage:
+        return None
+    return sorted(a for a, _ in top)
+
+
+class _Trie:
+    """Token trie of allowed answers; each path ends with the end-of-turn token."""
+
+    def __init__(self, sequences: Sequence[Sequence[int]]) -> None:
+        self.root: dict[int, dict] = {}
+        for seq in sequences:
+            node = self.root
+            for tok in seq:
+                node = node.setdefault(tok, {})
+
+    def allowed(self, prefix: Sequence[int]) -> list[int]:
+        node = self.root
+        for tok in prefix:
+            node = node.get(tok)
+            if node is None:
+                return []
+        return list(node)
+
+
+def _with_adapter(model: Any, adapter_dir: str | Path | None) -> Any:
+    if adapter_dir is None:
+        return model
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter_dir))
+
+
+def evaluate(
+    model_or_spec: Any,
+    examples: Sequence[Example],
+    *,
+    tokenizer: Any = None,
+    adapter_dir: str | Path | None = None,
+    system_prompt: str | None = None,
+    allowed_answers: Sequence[str] | None = None,
+    judge: Callable[[str, str], bool] | None = None,
+    batch_size: int = 32,
+    max_new_tokens: int = 32,
+) -> EvalResult:
+    """Agreement with the teacher and answer loss on held-out examples.
+
+    Args:
+        model_or_spec: a model spec/dir, or a loaded model (with ``tokenizer``); a loaded
+            ``PeftModel`` is evaluated as is.
+        examples: held-out examples (never the training rows: see ``time_split``).
+        tokenizer: needed when a model object is given.
+        adapter_dir: PEFT adapter to apply; None evaluates the model as given.
+        system_prompt: same value the adapter was trained with.
+        allowed_answers: decode constrained to these answers (see ``closed_answer_set``).
+        judge: ``(answer, reference) -> bool``; default ``default_judge()``.
+        batch_size: sequences per forward pass.
+        max_new_tokens: decode limit for free (unconstrained) decoding.
+
+    Returns:
+        An ``EvalResult``.
+
+    Raises:
+        ValueError: no examples.
+    """
+    import torch
+
+    if not examples:
+        raise ValueError("evaluate needs at least one held-out example")
+    model, tok, _ = load_trainable(model_or_spec, tokenizer)
+    model = _with_adapter(model, adapter_dir)
+    was_training = model.training
+    model.eval()
+    judge = judge or default_judge()
+    prompts = [encode_prompt(tok, e.messages, system_prompt=system_prompt) for e in examples]
+    trie = _Trie([encode_answer(tok, a) for a in allowed_answers]) if allowed_answers else None
+    order = sorted(range(len(examples)), key=lambda i: len(prompts[i]))
+    preds: dict[int, str] = {}
+    loss_sum, loss_n = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            feats = [
+                Feature(
+                    input_ids=prompts[i] + (ans := encode_answer(tok, examples[i].answer)),
+                    labels=[IGNORE_INDEX] * len(prompts[i]) + ans,
+                )
+                for i in idx
+            ]
+            batch = collate_left(feats, pad_id=tok.pad_token_id)
+            batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
+            loss_sum += float(answer_loss(model, batch, reduction="sum"))
+            loss_n += int((batch["labels"] != IGNORE_INDEX).sum())
+            texts = _greedy(model, tok, [prompts[i] for i in idx], trie, max_new_tokens)
+            for i, text in zip(idx, texts, strict=True):
+                preds[i] = text
+    if was_training:
+        model.train()
+    agree = sum(judge(preds[i], examples[i].answer) for i in range(len(examples)))
+    return EvalResult(
+        agreement=agree / len(examples), loss=loss_sum / max(loss_n, 1), n=len(examples)
+    )
+
+
+def predict(
+    model: Any,
+    tokenizer: Any,
+    messages_list: Sequence[Sequence[dict[str, Any]]],
+    *,
+    system_prompt: str | None = None,
+    allowed_answers: Sequence[str] | None = None,
+    max_new_tokens: int = 32,
+) -> list[str]:
+    """Greedy answers for a batch of conversations (optionally constrained to a closed set)."""
+    import torch
+
+    prompts = [encode_prompt(tokenizer, m, system_prompt=system_prompt) for m in messages_list]
+    trie = (
+        _Trie([encode_answer(tokenizer, a) for a in allowed_answers]) if allowed_answers else None
+    )
+    with torch.no_grad():
+        return _greedy(model, tokenizer, prompts, trie, max_new_tokens)
+
+
+def _greedy(
+    model: Any, tok: Any, prompts: Sequence[list[int]], trie: _Trie | None, max_new_tokens: int
+) -> list[str]:
+    feats = [Feature(input_ids=p, labels=[IGNORE_INDEX] * len(p)) for p in prompts]
+    batch = collate_left(feats, pad_id=tok.pad_token_id)
+    width = batch["input_ids"].shape[1]
+    eos = tok.eos_token_id
+    kwargs: dict[str, Any] = {}
+    if trie is not None:
+        depth = max(len(p) for p in _trie_paths(trie.root))
+
+        def allowed(_batch_id: int, ids: Any) -> list[int]:
+            return trie.allowed(ids[width:].tolist()) or [eos]
+
+        kwargs["prefix_allowed_tokens_fn"] = allowed
+        max_new_tokens = depth
+    out = model.generate(
+        input_ids=batch["input_ids"].to(model.device),
+        attention_mask=batch["attention_mask"].to(model.device),
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=eos,
+        **kwargs,
+    )
+    return [tok.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+
+
+def _trie_paths(node: dict, prefix: tuple[int, ...] = ()) -> list[tuple[int, ...]]:
+    if not node:
+        return [prefix]
+    return [p for tok, child in node.items() for p in _trie_paths(child, (*prefix, tok))]

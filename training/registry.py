@@ -1,0 +1,194 @@
+"""Versioned adapter store with an atomically switched ``CURRENT`` pointer.
+
+Layout under the root (default ``$HYBRIDGATE_HOME/adapters``)::
+
+    v0001/  adapter_config.json  adapter_model.safetensors  metadata.json
+    v0002/  ...
+    CURRENT        "v0002"  (replaced with os.replace: readers see the old or the new value)
+    history.json   versions that were current, oldest first (rollback pops from it)
+
+A version directory is complete before it gets its name (copied to a temp dir, then
+renamed), so ``CURRENT`` never names a half-written adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training._errors import RegistryError
+
+_VERSION_RE = re.compile(r"^v(\d{4,})$")
+CURRENT_FILE = "CURRENT"
+HISTORY_FILE = "history.json"
+METADATA_FILE = "metadata.json"
+
+
+def default_root() -> Path:
+    """``$HYBRIDGATE_HOME/adapters``, else the user data dir's ``adapters``."""
+    home = os.environ.get("HYBRIDGATE_HOME")
+    if home:
+        return Path(home).expanduser() / "adapters"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("hybridgate")) / "adapters"
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """One registered adapter version and its metadata."""
+
+    version: str
+    path: Path
+    metadata: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.metadata.get("metrics") or {})
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class AdapterRegistry:
+    """Register, list, promote and roll back LoRA adapter versions.
+
+    >>> reg = AdapterRegistry("~/.hybridgate/adapters")
+    >>> v = reg.register("runs/tonight", {"metrics": {"agreement": 0.8}})
+    >>> reg.promote(v); reg.current().version
+    'v0001'
+    """
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_root()
+
+    def _versions(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        names = [p.name for p in self.root.iterdir() if p.is_dir() and _VERSION_RE.match(p.name)]
+        return sorted(names, key=lambda n: int(n[1:]))
+
+    def _info(self, version: str) -> AdapterInfo:
+        path = self.root / version
+        meta_file = path / METADATA_FILE
+        if not _VERSION_RE.match(version) or not meta_file.is_file():
+            known = ", ".join(self._versions()) or "none"
+            raise RegistryError(f"unknown adapter version {version!r} (registered: {known})")
+        return AdapterInfo(version=version, path=path, metadata=json.loads(meta_file.read_text()))
+
+    def list(self) -> list[AdapterInfo]:
+        """All registered versions, oldest first."""
+        return [self._info(v) for v in self._versions()]
+
+    def show(self, version: str) -> AdapterInfo:
+        """One version's info. Raises ``RegistryError`` when unknown."""
+        return self._info(version)
+
+    def current(self) -> AdapterInfo | None:
+        """The promoted version, or None before the first promotion."""
+        f = self.root / CURRENT_FILE
+        if not f.is_file():
+            return None
+        return self._info(f.read_text().strip())
+
+    def current_path(self) -> Path | None:
+        """Directory of the current adapter (what the local backend loads), or None."""
+        info = self.current()
+        return info.path if info else None
+
+    def history(self) -> list[str]:
+        """Versions that were current, oldest first (the last is the current one)."""
+        f = self.root / HISTORY_FILE
+        return list(json.loads(f.read_text())) if f.is_file() else []
+
+    def register(self, adapter_dir: str | Path, metadata: dict[str, Any]) -> str:
+        """Copy an adapter in as the next version; does not promote it.
+
+        Args:
+            adapter_dir: a directory with PEFT files (``adapter_config.json`` + safetensors).
+            metadata: JSON-serializable facts (base model hash, data window, n_train,
+                metrics, config); ``version`` and ``created`` are added.
+
+        Returns:
+            The new version name, e.g. ``"v0003"``.
+
+        Raises:
+            RegistryError: the directory is not a PEFT adapter or metadata is not JSON.
+        """
+        src = Path(adapter_dir)
+        if not (src / "adapter_config.json").is_file() or not any(src.glob("*.safetensors")):
+            raise RegistryError(
+                f"{src} is not a PEFT adapter (adapter_config.json + *.safetensors)"
+            )
+        try:
+            json.dumps(metadata)
+        except TypeError as exc:
+            raise RegistryError(f"adapter metadata must be JSON-serializable: {exc}") from exc
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.root))
+        try:
+            for f in src.iterdir():
+                if f.is_file():
+                    shutil.copy2(f, tmp / f.name)
+            while True:
+                versions = self._versions()
+                n = int(versions[-1][1:]) + 1 if versions else 1
+                version = f"v{n:04d}"
+                meta = {**metadata, "version": version, "created": time.time()}
+                (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+                try:
+                    os.rename(tmp, self.root / version)  # fails if a racing writer took it
+                    return version
+                except OSError:
+                    if not (self.root / version).exists():
+                        raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def promote(self, version: str) -> AdapterInfo:
+        """Make ``version`` current (atomic pointer switch) and append it to the history.
+
+        Raises:
+            RegistryError: unknown version.
+        """
+        info = self._info(version)
+        hist = self.history()
+        if not hist or hist[-1] != version:
+            hist.append(version)
+        _atomic_write(self.root / HISTORY_FILE, json.dumps(hist))
+        _atomic_write(self.root / CURRENT_FILE, version)
+        return info
+
+    def rollback(self) -> AdapterInfo:
+        """Switch back to the previously current version.
+
+        Raises:
+            RegistryError: there is no earlier version to return to.
+        """
+        hist = self.history()
+        if len(hist) < 2:
+            raise RegistryError("nothing to roll back to: fewer than two promotions in history")
+        previous = hist[-2]
+        info = self._info(previous)
+        _atomic_write(self.root / CURRENT_FILE, previous)
+        _atomic_write(self.root / HISTORY_FILE, json.dumps(hist[:-1]))
+        return info
