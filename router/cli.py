@@ -140,7 +140,7 @@ def report(
     else:
         from rich.console import Console
 
-        Console().print(render_table(rep))
+        Console(width=None if sys.stdout.isatty() else 160).print(render_table(rep))
     if plot:
         plot_report(rep, plot)
         typer.echo(f"wrote {plot}", err=True)
@@ -232,6 +232,58 @@ def bench_router(
     if as_json:
         keys = ("apgr", "cpt50", "cpt80", "random_apgr", "oracle_cpt50")
         typer.echo(json.dumps({k: result[k] for k in keys}))
+
+
+@app.command()
+def tune(
+    target_quality: float = typer.Option(0.97, "--target-quality", help="Quality to keep, relative to all-cloud (0-1]."),
+    what: str = typer.Option("route", "--what", help="route (classifier threshold) or cascade (confidence threshold)."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", exists=True, dir_okay=False, help="Labels from a CSV (prompt,label[,cloud_cost,local_cost,local_confidence]) instead of the ledger."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the tuned policy YAML [default: HYBRIDGATE_HOME/policy.yaml]."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the cost/quality curve as PNG."),
+    min_labels: Optional[int] = typer.Option(None, "--min-labels", help="Refuse to tune on fewer labels."),
+    policy: Optional[str] = PolicyOpt,
+    ledger: Optional[Path] = LedgerOpt,
+) -> None:
+    """Fit the router on labelled traffic and pick the cheapest threshold that keeps quality."""
+    from router.ledger import Ledger
+    from router.policy import load_policy, save_policy
+    from router.retune import labelled_from_csv, labelled_from_ledger, retune
+    from router.tuning import format_curve, plot_curve
+
+    if what not in ("route", "cascade"):
+        _fail(f"--what must be route or cascade, got {what!r}")
+    pol = load_policy(_policy_source(policy))
+    out_path = out or _home() / "policy.yaml"
+    try:
+        if csv_path:
+            data = labelled_from_csv(csv_path)
+        else:
+            with Ledger(_ledger_path(ledger)) as led:
+                data = labelled_from_ledger(led)
+        tuned = retune(data, pol, target=what, target_quality=target_quality, out_dir=out_path.parent, min_labels=min_labels)  # type: ignore[arg-type]
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(format_curve(tuned.result))
+    r = tuned.result
+    verdict = "meets" if r.met_target else "cannot meet (all-cloud chosen)"
+    typer.echo(
+        f"\n{what} threshold {r.threshold:.3f}: quality {r.expected_quality:.3f} "
+        f"[95% CI {r.quality_ci[0]:.3f}-{r.quality_ci[1]:.3f}] {verdict} target {target_quality}; "
+        f"cost {r.cost_fraction:.1%} of all-cloud, {r.local_fraction:.1%} local, {r.n_labels} labels"
+    )
+    save_policy(tuned.policy, out_path)
+    typer.echo(f"wrote {out_path}" + (f" and {tuned.classifier_path}" if tuned.classifier_path else ""))
+    if plot:
+        plot_curve(r, plot)
+        typer.echo(f"wrote {plot}")
+
+
+def _home() -> Path:
+    from router.ledger import default_ledger_path
+
+    env = os.environ.get("HYBRIDGATE_HOME")
+    return Path(env) if env else default_ledger_path().parent
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # key=value / "key": "value" pairs whose name says secret.
     (
         re.compile(
-            r"(?i)\b((?:api[_-]?key|apikey|x-api-key|access[_-]?token|auth[_-]?token|"
+            r"(?i)((?:api[_-]?key|apikey|x-api-key|access[_-]?token|auth[_-]?token|"
             r"secret(?:[_-]?key)?|password)[\"']?\s*[:=]\s*[\"']?)([^\s\"'&,;]{4,})"
         ),
         r"\1" + _REDACTED,

@@ -74,9 +74,7 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(
-            str(part.get("text", "")) for part in content if isinstance(part, dict)
-        )
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
     return str(content)
 
 
@@ -469,7 +467,9 @@ def _make_handler(cloud: ReplayCloud) -> type[BaseHTTPRequestHandler]:
             elif kind == "401":
                 self._send_error(
                     _ApiError(
-                        401, "Incorrect API key (injected).", "invalid_request_error",
+                        401,
+                        "Incorrect API key (injected).",
+                        "invalid_request_error",
                         "invalid_api_key",
                     )
                 )

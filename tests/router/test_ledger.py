@@ -1,0 +1,317 @@
+"""The cost ledger: round-trips, filters, secrets, migrations, threads, labels, budget sums."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from router import ledger as ledger_mod
+from router.errors import HybridGateError
+from router.ledger import (
+    MIGRATIONS,
+    Ledger,
+    LedgerEntry,
+    Migration,
+    default_ledger_path,
+    scrub_secrets,
+)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    with Ledger(tmp_path / "ledger.sqlite") as led:
+        yield led
+
+
+def _raw(path: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def test_record_round_trips_every_field(ledger: Ledger) -> None:
+    entry = LedgerEntry(
+        request_id="r1",
+        ts=1_700_000_000.5,
+        route="local",
+        reason="score>=0.62",
+        score=0.71,
+        confidence=0.9,
+        escalated=True,
+        model="smollm2-135m",
+        requested_model="gpt-4o-mini",
+        prompt_tokens=12,
+        completion_tokens=7,
+        cost_usd=0.0001,
+        baseline_cost_usd=0.002,
+        latency_ms=35.5,
+        cache_hit=True,
+        error_type="BatcherTimeout",
+        error_message="waited 2s",
+        policy_version="p-3",
+        adapter_version="a-7",
+        user="tenant-a",
+        stream=True,
+        messages=[{"role": "user", "content": "héllo ✓"}],
+        answer="hi",
+        tags={"team": "support"},
+    )
+    ledger.record(entry)
+    assert ledger.rows() == [entry]
+    assert ledger.count() == 1
+
+
+def test_default_path_honours_hybridgate_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    home = tmp_path / "deep" / "home"
+    monkeypatch.setenv("HYBRIDGATE_HOME", str(home))
+    assert default_ledger_path() == home / "ledger.sqlite"
+    with Ledger() as led:
+        led.record(LedgerEntry(request_id="x", ts=1.0, route="cloud"))
+    assert (home / "ledger.sqlite").is_file()
+
+
+def test_default_path_falls_back_to_platformdirs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import platformdirs
+
+    monkeypatch.delenv("HYBRIDGATE_HOME", raising=False)
+    monkeypatch.setattr(platformdirs, "user_data_dir", lambda app: str(tmp_path / app))
+    assert default_ledger_path() == tmp_path / "hybridgate" / "ledger.sqlite"
+
+
+def test_file_uses_wal_so_readers_do_not_block_the_writer(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    with Ledger(path) as led:
+        led.record(LedgerEntry(request_id="a", ts=1.0, route="cloud"))
+        assert _raw(path, "PRAGMA journal_mode") == [("wal",)]
+        assert led._conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+
+
+def test_rows_filters_by_time_route_and_limit(ledger: Ledger) -> None:
+    for i, route in enumerate(["local", "cloud", "local", "cache", "cloud"]):
+        ledger.record(LedgerEntry(request_id=f"r{i}", ts=100.0 + i, route=route))
+    assert [e.request_id for e in ledger.rows(since=102)] == ["r2", "r3", "r4"]
+    assert [e.request_id for e in ledger.rows(until=102)] == ["r0", "r1"]
+    assert [e.request_id for e in ledger.rows(route="cloud")] == ["r1", "r4"]
+    assert [e.request_id for e in ledger.rows(since=101, route="local")] == ["r2"]
+    assert [e.request_id for e in ledger.rows(limit=2)] == ["r0", "r1"]
+    with pytest.raises(ValueError, match="limit"):
+        ledger.rows(limit=-1)
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "sk-proj-AbCdEf0123456789xyzXYZ",
+        "sk-ant-api03-abcdefghijklmnopqrstuv",
+        "Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig",
+        "api_key=abcd1234efgh",
+        'api_key: "abcd1234efgh"',
+        "OPENAI_API_KEY=zzzz9999yyyy",
+        "AKIAABCDEFGHIJKLMNOP",
+    ],
+)
+def test_secrets_never_reach_the_file(tmp_path: Path, secret: str) -> None:
+    path = tmp_path / "l.sqlite"
+    text = f"please use {secret} for the call"
+    with Ledger(path) as led:
+        led.record(
+            LedgerEntry(
+                request_id="s",
+                ts=1.0,
+                route="cloud",
+                messages=[{"role": "user", "content": text}],
+                answer=text,
+                error_message=text,
+            )
+        )
+        led.add_label("s", judge="j", label=1.0, local_answer=text)
+        entry = led.rows()[0]
+    raw = b"".join(f.read_bytes() for f in tmp_path.iterdir() if f.name.startswith("l.sqlite"))
+    value = secret.split("=")[-1].split(" ")[-1].strip('"')
+    assert value.encode() not in raw
+    assert "[REDACTED]" in entry.answer
+    assert "[REDACTED]" in entry.messages[0]["content"]  # messages stay valid JSON
+    assert entry.answer.startswith("please use ")
+
+
+def test_scrub_leaves_ordinary_text_alone() -> None:
+    text = "The key insight: tokens are cheap. Ask about my bank password reset policy."
+    assert scrub_secrets(text) == text
+
+
+def test_store_content_false_keeps_no_prompts_or_answers(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    with Ledger(path, store_content=False) as led:
+        led.record(
+            LedgerEntry(
+                request_id="p",
+                ts=1.0,
+                route="local",
+                messages=[{"role": "user", "content": "private"}],
+                answer="also private",
+                prompt_tokens=3,
+            )
+        )
+        led.add_label("p", judge="j", label=0.0, local_answer="private too")
+        entry = led.rows()[0]
+    assert entry.messages is None and entry.answer is None and entry.prompt_tokens == 3
+    assert _raw(path, "SELECT messages, answer FROM requests") == [(None, None)]
+    assert _raw(path, "SELECT local_answer FROM labels") == [(None,)]
+
+
+def test_record_never_raises_on_awkward_content(ledger: Ledger) -> None:
+    loop: list = []
+    loop.append(loop)
+    awkward = [
+        [{"role": "user", "content": "lone surrogate \ud800 here"}],
+        [{"role": "user", "content": b"bytes", "extra": object()}],
+        loop,
+    ]
+    for i, messages in enumerate(awkward):
+        ledger.record(
+            LedgerEntry(
+                request_id=f"a{i}",
+                ts=float(i),
+                route="local",
+                messages=messages,
+                answer="bad \udcff answer",
+                error_message="bad \ud800",
+            )
+        )
+    rows = ledger.rows()
+    assert len(rows) == 3
+    assert "lone surrogate" in rows[0].messages[0]["content"]
+    assert rows[0].answer.startswith("bad ")
+
+
+def test_concurrent_writers_lose_nothing(ledger: Ledger) -> None:
+    def write(t: int) -> None:
+        for i in range(100):
+            ledger.record(LedgerEntry(request_id=f"{t}-{i}", ts=float(i), route="local"))
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for _ in range(20):
+        ledger.rows(limit=5)  # reads interleave with writes
+    for th in threads:
+        th.join()
+    assert ledger.count() == 800
+    assert len({e.request_id for e in ledger.rows()}) == 800
+
+
+def test_second_ledger_on_same_file_sees_rows(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite"
+    with Ledger(path) as writer, Ledger(path) as reader:
+        writer.record(LedgerEntry(request_id="x", ts=1.0, route="cloud", cost_usd=0.5))
+        assert reader.cloud_spend(since=0) == 0.5
+
+
+def test_cloud_spend_sums_cloud_rows_since(ledger: Ledger) -> None:
+    ledger.record(LedgerEntry(request_id="a", ts=10.0, route="cloud", cost_usd=1.0))
+    ledger.record(LedgerEntry(request_id="b", ts=20.0, route="cloud", cost_usd=2.5))
+    ledger.record(LedgerEntry(request_id="c", ts=20.0, route="local", cost_usd=9.0))
+    ledger.record(LedgerEntry(request_id="d", ts=30.0, route="cloud", cost_usd=0.25))
+    assert ledger.cloud_spend(since=15) == pytest.approx(2.75)
+    assert ledger.cloud_spend(since=0) == pytest.approx(3.75)
+    assert ledger.cloud_spend(since=31) == 0.0
+
+
+def test_labels_join_their_requests_and_can_be_replaced(ledger: Ledger) -> None:
+    ledger.record(LedgerEntry(request_id="a", ts=1.0, route="cloud", answer="42"))
+    ledger.record(LedgerEntry(request_id="b", ts=2.0, route="cloud"))
+    ledger.add_label(
+        "a", judge="exact", label=0.0, local_answer="41", local_confidence=0.4, ts=5.0
+    )
+    ledger.add_label("a", judge="exact", label=1.0, local_answer="42", local_cost_usd=1e-5)
+    ledger.add_label("orphan", judge="exact", label=1.0, local_answer="?")
+    pairs = ledger.labelled()
+    assert len(pairs) == 1
+    entry, label = pairs[0]
+    assert entry.request_id == "a" and entry.answer == "42"
+    assert (label.label, label.local_answer, label.local_cost_usd) == (1.0, "42", 1e-5)
+
+
+def test_fresh_file_is_at_newest_schema(ledger: Ledger, tmp_path: Path) -> None:
+    assert ledger.version == MIGRATIONS[-1].version
+    assert _raw(tmp_path / "ledger.sqlite", "SELECT version FROM schema_version") == [
+        (MIGRATIONS[-1].version,)
+    ]
+
+
+def test_opening_an_older_file_applies_new_migrations(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "old.sqlite"
+    with Ledger(path) as old:  # written at today's newest version
+        old.record(LedgerEntry(request_id="kept", ts=1.0, route="cloud", cost_usd=0.5))
+    newest = MIGRATIONS[-1].version
+    extra = Migration(
+        version=newest + 1,
+        description="test: a new column",
+        statements=("ALTER TABLE requests ADD COLUMN region TEXT DEFAULT 'eu'",),
+    )
+    monkeypatch.setattr(ledger_mod, "MIGRATIONS", (*MIGRATIONS, extra))
+    with Ledger(path) as new:
+        assert new.version == newest + 1
+        assert [e.request_id for e in new.rows()] == ["kept"]
+        new.record(LedgerEntry(request_id="after", ts=2.0, route="local"))
+    assert _raw(path, "SELECT request_id, region FROM requests ORDER BY id") == [
+        ("kept", "eu"),
+        ("after", "eu"),
+    ]
+    assert _raw(path, "SELECT version FROM schema_version") == [(newest + 1,)]
+
+
+def test_failed_migration_leaves_file_untouched(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "l.sqlite"
+    Ledger(path).close()
+    bad = Migration(
+        version=MIGRATIONS[-1].version + 1,
+        description="broken",
+        statements=("CREATE TABLE t (x)", "NOT SQL AT ALL"),
+    )
+    monkeypatch.setattr(ledger_mod, "MIGRATIONS", (*MIGRATIONS, bad))
+    with pytest.raises(sqlite3.OperationalError):
+        Ledger(path)
+    assert _raw(path, "SELECT version FROM schema_version") == [(MIGRATIONS[-1].version,)]
+    assert _raw(path, "SELECT name FROM sqlite_master WHERE name = 't'") == []
+
+
+def test_file_from_a_newer_hybridgate_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.sqlite"
+    Ledger(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE schema_version SET version = 99")
+    conn.commit()
+    conn.close()
+    with pytest.raises(HybridGateError, match="newer"):
+        Ledger(path)
+
+
+def test_messages_are_stored_as_json_text(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    msgs = [{"role": "user", "content": "hi"}]
+    with Ledger(path) as led:
+        led.record(LedgerEntry(request_id="j", ts=1.0, route="local", messages=msgs))
+    (stored,) = _raw(path, "SELECT messages FROM requests")[0]
+    assert json.loads(stored) == msgs
+
+
+def test_closed_ledger_refuses_writes(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "c.sqlite")
+    led.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        led.record(LedgerEntry(request_id="z", ts=1.0, route="local"))

@@ -1,0 +1,53 @@
+"""A tiny random-weight Llama with SmolLM2's tokenizer, saved once per session (seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.dataset import Example
+
+TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "tokenizer"
+
+LABELS = ("card_arrival", "lost_card", "top_up_failed")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    out = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
+
+def make_examples(n: int, *, start_ts: float = 0.0) -> list[Example]:
+    """Label-style traffic: prompt i gets label i % 3 (distinct prompts, ascending ts)."""
+    prompts = ("where is my new card {}", "I lost my card number {}", "my top up {} failed")
+    return [
+        Example(
+            messages=({"role": "user", "content": prompts[i % 3].format(i)},),
+            answer=LABELS[i % 3],
+            ts=start_ts + i,
+            source_id=f"t{i}",
+        )
+        for i in range(n)
+    ]
