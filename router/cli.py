@@ -279,6 +279,146 @@ def tune(
         typer.echo(f"wrote {plot}")
 
 
+@app.command()
+def distill(
+    nightly: bool = typer.Option(False, "--nightly", help="Cron mode: lock, skip quietly when there is too little new data."),
+    min_examples: int = typer.Option(50, "--min-examples", help="Skip the run with fewer usable examples."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only ledger rows newer than this (7d, 2026-11-01, ...)."),
+    max_train: Optional[int] = typer.Option(None, "--max-train", help="Train on at most this many (newest) examples."),
+    epochs: Optional[float] = typer.Option(None, "--epochs"),
+    target_quality: float = typer.Option(0.97, "--target-quality", help="For the retune after a promotion."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Estimate time and cost, train nothing."),
+    as_json: bool = typer.Option(False, "--json"),
+    policy: Optional[str] = PolicyOpt,
+    ledger: Optional[Path] = LedgerOpt,
+) -> None:
+    """Distil cloud answers into a new LoRA adapter; promote it only if it beats the current one."""
+    import dataclasses
+
+    from router.ledger import Ledger
+    from router.policy import load_policy
+    from training.nightly import run_distill
+
+    pol = load_policy(_policy_source(policy))
+    start = None
+    if since:
+        from router.reports import parse_since
+
+        start = parse_since(since)
+    path = _ledger_path(ledger)
+    if not path.exists():
+        if nightly:
+            typer.echo("no ledger yet; nothing to distil")
+            return
+        _fail(f"no ledger at {path}: send traffic through the gateway first")
+    config = None
+    if epochs is not None:
+        from training.config import LoraTrainingConfig
+
+        config = dataclasses.replace(LoraTrainingConfig(), epochs=epochs)
+    with Ledger(path) as led:
+        if dry_run:
+            from training.dataset import examples_from_ledger, filter_examples
+            from training.lora import dry_run as estimate
+
+            kept, report = filter_examples(examples_from_ledger(led.rows(), min_ts=start))
+            typer.echo(str(report))
+            if not kept:
+                _fail("no usable examples in the ledger")
+            if config is None:
+                from training.config import hardware_defaults
+
+                avg = sum(len(e.prompt_text) + len(e.answer) for e in kept) / len(kept) / 4
+                config = hardware_defaults(len(kept), avg + 16)
+            typer.echo(config.describe())
+            typer.echo(str(estimate(pol.local.model, kept, config, usd_per_hour=pol.local.usd_per_hour)))
+            return
+        summary = run_distill(
+            ledger=led, policy=pol, min_examples=min_examples, since=start, max_train=max_train,
+            config=config, target_quality=target_quality, policy_out=_home() / "policy.yaml",
+            progress=not as_json,
+        )
+    if as_json:
+        typer.echo(json.dumps(summary.to_dict(), default=str))
+    else:
+        typer.echo(f"status: {summary.status}")
+        typer.echo(f"examples: {summary.n_candidates} candidates, {summary.n_train} train, {summary.n_heldout} held out")
+        if summary.config:
+            typer.echo(summary.config)
+        if summary.version:
+            typer.echo(f"candidate {summary.version}: {summary.gate_reason}")
+        if summary.retune:
+            typer.echo(f"retune: {summary.retune}")
+        typer.echo(f"took {summary.seconds:.0f} s")
+    if summary.status == "too_few_examples" and not nightly:
+        raise typer.Exit(1)
+
+
+def _registry(root: Path | None) -> object:
+    from training.registry import AdapterRegistry
+
+    return AdapterRegistry(root)
+
+
+RootOpt = typer.Option(None, "--root", help="Adapter registry dir [default: HYBRIDGATE_HOME/adapters].")
+
+
+@adapters_app.command("list")
+def adapters_list(root: Optional[Path] = RootOpt) -> None:
+    """Registered adapter versions; * marks the one serving."""
+    reg = _registry(root)
+    current = reg.current()
+    infos = reg.list()
+    if not infos:
+        typer.echo("no adapters yet: run hybridgate distill")
+        return
+    for info in infos:
+        mark = "*" if current and info.version == current.version else " "
+        m = info.metrics
+        agreement = m.get("agreement")
+        typer.echo(
+            f"{mark} {info.version}  created {info.metadata.get('created', '?')}  "
+            f"agreement {agreement if agreement is None else f'{agreement:.3f}'}  "
+            f"n_train {info.metadata.get('n_train', '?')}"
+        )
+
+
+@adapters_app.command("show")
+def adapters_show(version: str, root: Optional[Path] = RootOpt) -> None:
+    """One version's metadata (base model hash, data window, metrics, config)."""
+    from router.errors import HybridGateError
+
+    try:
+        info = _registry(root).show(version)
+    except HybridGateError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"version": info.version, "path": str(info.path), **info.metadata}, indent=2, default=str))
+
+
+@adapters_app.command("promote")
+def adapters_promote(version: str, root: Optional[Path] = RootOpt) -> None:
+    """Make VERSION the serving adapter (atomic switch; running gateways pick it up on reload)."""
+    from router.errors import HybridGateError
+
+    try:
+        info = _registry(root).promote(version)
+    except HybridGateError as exc:
+        _fail(str(exc))
+    typer.echo(f"current adapter: {info.version}")
+
+
+@adapters_app.command("rollback")
+def adapters_rollback(root: Optional[Path] = RootOpt) -> None:
+    """Switch back to the previously current adapter."""
+    from router.errors import HybridGateError
+
+    try:
+        info = _registry(root).rollback()
+    except HybridGateError as exc:
+        _fail(str(exc))
+    typer.echo(f"rolled back; current adapter: {info.version}")
+
+
 def _home() -> Path:
     from router.ledger import default_ledger_path
 

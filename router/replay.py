@@ -32,6 +32,7 @@ DEFAULT_RETRY_AFTER_S = 1.0
 """Retry-After sent with an injected 429 when the caller gives none."""
 MAX_HANG_S = 300.0
 """An injected hang ends after this long even if the client never gives up."""
+_POLL_INTERVAL_S = 0.05  # how often the server loop checks for shutdown (stop() latency)
 _TOKENS_PER_MESSAGE = 3  # OpenAI chat format: <|start|>{role}\n{content}<|end|>\n
 _TOKENS_PER_NAME = 1
 _REPLY_PRIMING_TOKENS = 3  # every reply is primed with <|start|>assistant<|message|>
@@ -227,7 +228,10 @@ class ReplayCloud:
         self._server = ThreadingHTTPServer((self._host, self._port), _make_handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="replay-cloud", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": _POLL_INTERVAL_S},
+            name="replay-cloud",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -292,6 +296,10 @@ class ReplayCloud:
         """Drop every fault not yet served."""
         with self._lock:
             self._faults.clear()
+
+    def _count_request(self) -> None:
+        with self._lock:
+            self.requests_seen += 1
 
     def _next_fault(self) -> _Fault | None:
         with self._lock:
@@ -428,7 +436,7 @@ def _make_handler(cloud: ReplayCloud) -> type[BaseHTTPRequestHandler]:
             try:
                 body = self._read_body()
             except _ApiError as err:
-                cloud._next_fault()
+                cloud._count_request()  # a bad body is the caller's bug: keep faults queued
                 self._send_error(err)
                 return
             fault = cloud._next_fault()

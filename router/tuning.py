@@ -11,8 +11,8 @@ requests routed local plus cloud cost for the rest, as a fraction of the all-clo
 
 Choice rule (conservative): the chosen threshold is the cheapest whose **bootstrap lower bound**
 (2.5th percentile over ``n_bootstrap`` resamples of the requests) of quality clears the target,
-not merely its point estimate; both the point estimate and the interval are reported. If no
-threshold clears it, the result is all-cloud with ``met_target=False``.
+not merely its point estimate; both the point estimate and the interval are reported. All-cloud
+(quality exactly 1.0) always qualifies, so a poor local model degrades to all-cloud routing.
 """
 
 from __future__ import annotations
@@ -64,8 +64,6 @@ class TuneResult:
     cost_fraction: float
     local_fraction: float
     target_quality: float
-    met_target: bool
-    """False when even all-cloud routing did not clear the target (then threshold is all-cloud)."""
     n_labels: int
     curve: list[CurvePoint] = field(default_factory=list)
 
@@ -178,11 +176,7 @@ def tune_threshold(
         for t, q, a, b, c, f in zip(thresholds, quality, lo, hi, cost_fraction, local_fraction)
     ]
     feasible = [i for i in range(len(curve)) if lo[i] >= target_quality - 1e-12]
-    met = bool(feasible)
-    if met:
-        best = min(feasible, key=lambda i: (cost_fraction[i], -local_fraction[i]))
-    else:
-        best = len(curve) - 1
+    best = min(feasible, key=lambda i: (cost_fraction[i], -local_fraction[i]))
     chosen = curve[best]
     return TuneResult(
         threshold=chosen.threshold,
@@ -191,7 +185,6 @@ def tune_threshold(
         cost_fraction=chosen.cost_fraction,
         local_fraction=chosen.local_fraction,
         target_quality=float(target_quality),
-        met_target=met,
         n_labels=n,
         curve=curve,
     )
@@ -212,12 +205,11 @@ def format_curve(result: TuneResult, *, rows: int = 15) -> str:
             f"{p.threshold:>10.4f}{p.quality:>9.3f}   [{p.quality_lo:.3f}, {p.quality_hi:.3f}]"
             f"{p.cost_fraction:>8.1%}{p.local_fraction:>8.1%}{mark}"
         )
-    verdict = "meets" if result.met_target else "CANNOT meet (all-cloud)"
     lines.append(
         f"chosen threshold {result.threshold:.4f}: quality {result.expected_quality:.3f} "
         f"(95% CI {result.quality_ci[0]:.3f}-{result.quality_ci[1]:.3f}), cost "
         f"{result.cost_fraction:.1%} of all-cloud, {result.local_fraction:.1%} local; "
-        f"{verdict} target {result.target_quality:.3f} on {result.n_labels} labels"
+        f"target {result.target_quality:.3f} (95% lower bound) on {result.n_labels} labels"
     )
     return "\n".join(lines)
 

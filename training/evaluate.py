@@ -66,6 +66,7 @@ def closed_answer_set(
     max_labels: int = 200,
     min_coverage: float = 0.95,
     max_chars: int = 64,
+    min_repeats: float = 2.0,
 ) -> list[str] | None:
     """Detect a closed set of short answers that covers nearly all examples.
 
@@ -74,6 +75,8 @@ def closed_answer_set(
         max_labels: most distinct answers a closed set may have.
         min_coverage: share of examples the set must cover.
         max_chars: longest answer that counts as a label.
+        min_repeats: labels must recur: covered examples per distinct label at least this
+            (all-distinct answers are open-ended even when there are few of them).
 
     Returns:
         The sorted distinct answers (the ``max_labels`` most frequent), or None when the
@@ -84,7 +87,7 @@ def closed_answer_set(
     counts = Counter(e.answer.strip() for e in examples if 0 < len(e.answer.strip()) <= max_chars)
     top = counts.most_common(max_labels)
     covered = sum(c for _, c in top)
-    if not top or covered / len(examples) < min_coverage:
+    if not top or covered / len(examples) < min_coverage or covered / len(top) < min_repeats:
         return None
     return sorted(a for a, _ in top)
 

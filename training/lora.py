@@ -14,6 +14,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -395,8 +396,10 @@ def train_lora(
     state = {"micro": 0, "step": 0, "tokens": 0, "seconds": 0.0, "loss_ema": None}
     if resume and (ckpt / "state.json").exists():
         state.update(_load_checkpoint(ckpt, peft_model, optimizer))
-        for _ in range(state["step"]):
-            scheduler.step()
+        with warnings.catch_warnings():  # replaying the schedule, not skipping a step
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(state["step"]):
+                scheduler.step()
     resumed_from = int(state["step"])
 
     pad_id = tok.pad_token_id

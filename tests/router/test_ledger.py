@@ -230,9 +230,7 @@ def test_cloud_spend_sums_cloud_rows_since(ledger: Ledger) -> None:
 def test_labels_join_their_requests_and_can_be_replaced(ledger: Ledger) -> None:
     ledger.record(LedgerEntry(request_id="a", ts=1.0, route="cloud", answer="42"))
     ledger.record(LedgerEntry(request_id="b", ts=2.0, route="cloud"))
-    ledger.add_label(
-        "a", judge="exact", label=0.0, local_answer="41", local_confidence=0.4, ts=5.0
-    )
+    ledger.add_label("a", judge="exact", label=0.0, local_answer="41", local_confidence=0.4, ts=5.0)
     ledger.add_label("a", judge="exact", label=1.0, local_answer="42", local_cost_usd=1e-5)
     ledger.add_label("orphan", judge="exact", label=1.0, local_answer="?")
     pairs = ledger.labelled()

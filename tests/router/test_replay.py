@@ -103,10 +103,14 @@ def test_models_endpoint_lists_model(replay_cloud: ReplayCloud) -> None:
     assert [m.id for m in _client(replay_cloud).models.list().data] == [MODEL]
 
 
-def test_invalid_json_body_is_400(replay_cloud: ReplayCloud) -> None:
+def test_invalid_json_body_is_400_and_keeps_faults_queued(replay_cloud: ReplayCloud) -> None:
+    replay_cloud.inject("500")
     resp = httpx.post(f"{replay_cloud.base_url}/chat/completions", content=b"{not json")
     assert resp.status_code == 400
     assert "not valid JSON" in resp.json()["error"]["message"]
+    assert replay_cloud.faults_served == []
+    with pytest.raises(openai.InternalServerError):
+        _ask(_client(replay_cloud))
 
 
 def test_missing_messages_is_400(replay_cloud: ReplayCloud) -> None:

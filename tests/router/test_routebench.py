@@ -89,8 +89,9 @@ def test_learnable_difficulty_gets_high_apgr() -> None:
         weak.append(0.0 if hard else 1.0)
         strong.append(1.0)
     result = bench_router_arrays(prompts, np.array(weak), np.array(strong), folds=4)
-    assert result["apgr"] > 0.85
-    assert result["apgr"] > result["random_apgr"] + 0.25
+    # half the prompts are hard, so even the oracle's APGR is 0.75; the router should match it
+    assert result["apgr"] == pytest.approx(result["oracle_apgr"], abs=0.02)
+    assert result["apgr"] > result["random_apgr"] + 0.2
 
 
 def test_contaminated_sidecar_is_dropped(gsm_csv) -> None:

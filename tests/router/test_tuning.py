@@ -21,7 +21,6 @@ def test_finds_the_known_threshold() -> None:
     result = tune_threshold(scores, labels, cloud, local, target_quality=0.99)
     # quality(t) = 1 - 0.5 * max(0, 0.6 - t): 0.99 needs t >= 0.58; the lower bound pushes it up
     assert 0.57 <= result.threshold <= 0.62
-    assert result.met_target
     assert result.quality_ci[0] >= 0.99
     assert result.quality_ci[0] <= result.expected_quality <= result.quality_ci[1]
     routed = scores >= result.threshold
@@ -43,12 +42,12 @@ def test_point_estimate_alone_would_be_too_optimistic() -> None:
     assert cheaper_point_ok  # the lower-bound rule deliberately gives up some savings
 
 
-def test_unreachable_target_falls_back_to_all_cloud() -> None:
-    scores = np.ones(100)  # every request scores 1.0, so even the top threshold sends some local
+def test_useless_local_model_falls_back_to_all_cloud() -> None:
+    scores = np.ones(100)  # confident scores of 1.0, yet every local answer is wrong
     labels = np.zeros(100, dtype=int)
     result = tune_threshold(scores, labels, np.ones(100), np.zeros(100), target_quality=0.99)
     assert result.local_fraction == 0.0 and result.expected_quality == 1.0
-    assert result.met_target
+    assert result.cost_fraction == 1.0
 
 
 def test_too_little_data_is_a_clear_error() -> None:

@@ -6,15 +6,24 @@ from training import LoraTrainingConfig, hardware_defaults
 
 
 def test_round_trips_through_dict() -> None:
-    cfg = LoraTrainingConfig(r=4, target_modules=("q_proj", "k_proj"), system_prompt="Answer briefly.")
+    cfg = LoraTrainingConfig(
+        r=4, target_modules=("q_proj", "k_proj"), system_prompt="Answer briefly."
+    )
     assert LoraTrainingConfig.from_dict(cfg.to_dict()) == cfg
     assert "target_modules" in cfg.describe()
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("r", 0), ("lr", 0.0), ("dropout", 1.0), ("precision", "fp8"), ("target_modules", ()),
-     ("batch_size", 0), ("schedule", "step")],
+    [
+        ("r", 0),
+        ("lr", 0.0),
+        ("dropout", 1.0),
+        ("precision", "fp8"),
+        ("target_modules", ()),
+        ("batch_size", 0),
+        ("schedule", "step"),
+    ],
 )
 def test_contradictions_raise_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field.split("_")[0]):

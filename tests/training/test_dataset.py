@@ -59,7 +59,9 @@ def test_load_csv_text_category_and_prompt_answer(tmp_path: Path) -> None:
 
 def test_load_jsonl_and_errors_name_the_problem(tmp_path: Path) -> None:
     p = tmp_path / "d.jsonl"
-    p.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}], "answer": "y", "ts": 7}) + "\n")
+    p.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "x"}], "answer": "y", "ts": 7}) + "\n"
+    )
     (ex,) = load_examples(p)
     assert ex.answer == "y" and ex.ts == 7.0
     bad = tmp_path / "bad.jsonl"
@@ -84,10 +86,22 @@ def test_refusal_detection() -> None:
 
 def test_filters_count_each_reason() -> None:
     examples = [
-        _ex("How do I top up my account with a card? I tried twice today and it keeps failing with an error about the card issuer, what should I do next", "top_up"),
-        _ex("how do i top up my account with a card? i tried twice today and it keeps failing with an error about the card issuer, what should I do next", "top_up"),  # exact dup after normalizing
-        _ex("  How do I top up my account with a card? I tried twice today and it keeps failing with an error about the card issuer, what should I do next??!", "top_up"),  # exact dup too
-        _ex("How do I top up my account with a card? I tried twice today and it keeps faling with an error about the card issuer, what should I do next", "top_up"),  # near dup (typo)
+        _ex(
+            "How do I top up my account with a card? I tried twice today and it keeps failing with an error about the card issuer, what should I do next",
+            "top_up",
+        ),
+        _ex(
+            "how do i top up my account with a card? i tried twice today and it keeps failing with an error about the card issuer, what should I do next",
+            "top_up",
+        ),  # exact dup after normalizing
+        _ex(
+            "  How do I top up my account with a card? I tried twice today and it keeps failing with an error about the card issuer, what should I do next??!",
+            "top_up",
+        ),  # exact dup too
+        _ex(
+            "How do I top up my account with a card? I tried twice today and it keeps faling with an error about the card issuer, what should I do next",
+            "top_up",
+        ),  # near dup (typo)
         _ex("Where is my new card, it has not arrived", "card_arrival"),
         _ex("error row", ""),
         _ex("tell me a secret", "I'm sorry, I cannot help with that."),
@@ -126,7 +140,9 @@ def test_perplexity_filter_needs_both_arguments() -> None:
 
 
 def test_time_split_holds_out_the_newest_and_never_overlaps() -> None:
-    examples = [_ex(f"prompt {i}", ts=float(t)) for i, t in enumerate([5, 1, 9, 3, 7, 2, 8, 4, 6, 0])]
+    examples = [
+        _ex(f"prompt {i}", ts=float(t)) for i, t in enumerate([5, 1, 9, 3, 7, 2, 8, 4, 6, 0])
+    ]
     train, held = time_split(examples, holdout_fraction=0.3)
     assert len(held) == 3 and len(train) == 7
     assert max(e.ts for e in train) < min(e.ts for e in held)

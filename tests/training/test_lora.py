@@ -50,13 +50,19 @@ def test_loss_ignores_the_prompt(tiny_model_dir: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     feats = [build_feature(tok, e, config=FAST) for e in make_examples(3)]
     batch = collate_left(feats, pad_id=tok.pad_token_id)
-    full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                 position_ids=batch["position_ids"]).logits
+    full = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+    ).logits
     ours = float(answer_loss(model, batch))
     import torch.nn.functional as F
 
-    ref = F.cross_entropy(full[:, :-1].reshape(-1, full.shape[-1]), batch["labels"][:, 1:].reshape(-1),
-                          ignore_index=IGNORE_INDEX)
+    ref = F.cross_entropy(
+        full[:, :-1].reshape(-1, full.shape[-1]),
+        batch["labels"][:, 1:].reshape(-1),
+        ignore_index=IGNORE_INDEX,
+    )
     assert ours == pytest.approx(float(ref), rel=1e-4)
 
 
@@ -67,12 +73,16 @@ def test_length_grouped_batches_cover_every_row_once() -> None:
     assert all(abs(lengths[b[0]] - lengths[b[-1]]) <= 3 for b in batches)
 
 
-def test_training_lowers_the_answer_loss_and_writes_safetensors(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_training_lowers_the_answer_loss_and_writes_safetensors(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     from training import evaluate
 
     examples = make_examples(24)
     before = evaluate(str(tiny_model_dir), examples[:6])
-    cfg = LoraTrainingConfig(**{**FAST.to_dict(), "epochs": 4, "target_modules": ("q_proj", "v_proj", "o_proj")})
+    cfg = LoraTrainingConfig(
+        **{**FAST.to_dict(), "epochs": 4, "target_modules": ("q_proj", "v_proj", "o_proj")}
+    )
     res = train_lora(str(tiny_model_dir), examples, cfg, output_dir=tmp_path / "a", progress=False)
     after = evaluate(str(tiny_model_dir), examples[:6], adapter_dir=res.adapter_dir)
     assert after.loss < before.loss
@@ -82,7 +92,9 @@ def test_training_lowers_the_answer_loss_and_writes_safetensors(tiny_model_dir: 
     assert not any(p.suffix in {".bin", ".pt", ".pkl"} for p in res.adapter_dir.rglob("*"))
 
 
-def test_crash_then_resume_continues_from_the_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_crash_then_resume_continues_from_the_checkpoint(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     cfg = LoraTrainingConfig(**{**FAST.to_dict(), "epochs": 2, "checkpoint_every": 2})
     examples = make_examples(16)  # 4 steps per epoch, 8 total
 
@@ -91,14 +103,30 @@ def test_crash_then_resume_continues_from_the_checkpoint(tiny_model_dir: Path, t
             raise KeyboardInterrupt("power cut")
 
     with pytest.raises(KeyboardInterrupt):
-        train_lora(str(tiny_model_dir), examples, cfg, output_dir=tmp_path / "r", progress=False,
-                   callbacks=[boom])
+        train_lora(
+            str(tiny_model_dir),
+            examples,
+            cfg,
+            output_dir=tmp_path / "r",
+            progress=False,
+            callbacks=[boom],
+        )
     ckpt = tmp_path / "r" / "checkpoint"
-    assert {p.name for p in ckpt.iterdir()} == {"adapter.safetensors", "optimizer.safetensors", "state.json"}
+    assert {p.name for p in ckpt.iterdir()} == {
+        "adapter.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+    }
     assert not (tmp_path / "r" / "adapter_model.safetensors").exists()
     steps: list[int] = []
-    res = train_lora(str(tiny_model_dir), examples, cfg, output_dir=tmp_path / "r", progress=False,
-                     callbacks=[lambda i: steps.append(i.step)])
+    res = train_lora(
+        str(tiny_model_dir),
+        examples,
+        cfg,
+        output_dir=tmp_path / "r",
+        progress=False,
+        callbacks=[lambda i: steps.append(i.step)],
+    )
     assert res.resumed_from_step == 4
     assert steps == [5, 6, 7, 8]
     assert not ckpt.exists()
@@ -125,3 +153,38 @@ def test_bad_target_module_names_the_problem(tiny_model_dir: Path, tmp_path: Pat
     cfg = LoraTrainingConfig(**{**FAST.to_dict(), "target_modules": ("nope_proj",)})
     with pytest.raises(TrainingError, match="nope_proj"):
         train_lora(str(tiny_model_dir), make_examples(4), cfg, output_dir=tmp_path, progress=False)
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    cfg = LoraTrainingConfig(
+        **{**FAST.to_dict(), "epochs": 2, "checkpoint_every": 3, "dropout": 0.0}
+    )
+    examples = make_examples(16)
+    straight = train_lora(
+        str(tiny_model_dir), examples, cfg, output_dir=tmp_path / "s", progress=False
+    )
+
+    def stop_at_4(info) -> None:
+        if info.step == 4:
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        train_lora(
+            str(tiny_model_dir),
+            examples,
+            cfg,
+            output_dir=tmp_path / "r",
+            progress=False,
+            callbacks=[stop_at_4],
+        )
+    resumed = train_lora(
+        str(tiny_model_dir), examples, cfg, output_dir=tmp_path / "r", progress=False
+    )
+    assert resumed.resumed_from_step == 3
+    a = load_file(str(straight.adapter_dir / "adapter_model.safetensors"))
+    b = load_file(str(resumed.adapter_dir / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] - b[k]).abs().max() < 1e-5, k

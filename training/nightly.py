@@ -1,0 +1,171 @@
+"""``hybridgate distill``: the whole loop once — ledger -> distil -> gate -> promote -> relabel -> retune.
+
+Safe to run from cron: a file lock makes a second concurrent run exit cleanly, too few new
+examples is a clean skip, and any crash leaves the current adapter serving (the registry only
+switches ``current`` after a candidate has been trained, evaluated and gated in).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.config import LoraTrainingConfig, hardware_defaults
+from training.dataset import Example, examples_from_ledger, filter_examples, time_split
+from training.promote import distill_and_promote
+from training.registry import AdapterRegistry
+
+
+@dataclass
+class DistillSummary:
+    """What one run did; ``status`` is one of locked, too_few_examples, promoted, rejected."""
+
+    status: str
+    n_candidates: int = 0
+    n_train: int = 0
+    n_heldout: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    version: str | None = None
+    gate_reason: str = ""
+    candidate: dict[str, Any] | None = None
+    current: dict[str, Any] | None = None
+    relabelled: int = 0
+    retune: dict[str, Any] | None = None
+    seconds: float = 0.0
+    config: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def relabel(
+    ledger: Any,
+    heldout: list[Example],
+    *,
+    base: str,
+    adapter_dir: str | Path,
+    system_prompt: str | None,
+    allowed_answers: list[str] | None,
+    usd_per_hour: float,
+) -> int:
+    """Re-answer held-out prompts with the new adapter and store fresh labels in the ledger.
+
+    The router learns that the student got better: ``tune`` then fits on these labels.
+    """
+    from router.judges import auto_judge, get_judge
+    from training._model import load_trainable
+    from training.evaluate import predict
+
+    model, tokenizer, _ = load_trainable(base)
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model.eval()
+    n = 0
+    for i in range(0, len(heldout), 16):
+        batch = heldout[i : i + 16]
+        t0 = time.perf_counter()
+        answers = predict(
+            model, tokenizer, [e.messages for e in batch], system_prompt=system_prompt,
+            allowed_answers=allowed_answers,
+        )
+        per_item = (time.perf_counter() - t0) / len(batch)
+        for example, answer in zip(batch, answers, strict=True):
+            name = auto_judge(example.answer)
+            score = float(get_judge(name)(answer=answer, reference=example.answer))
+            ledger.add_label(
+                example.source_id, judge=name, label=score, local_answer=answer,
+                local_cost_usd=per_item * usd_per_hour / 3600,
+            )
+            n += 1
+    return n
+
+
+def run_distill(
+    *,
+    ledger: Any,
+    policy: Any,
+    registry: AdapterRegistry | None = None,
+    base: str | None = None,
+    config: LoraTrainingConfig | None = None,
+    min_examples: int = 50,
+    since: float | None = None,
+    holdout_fraction: float = 0.2,
+    max_train: int | None = None,
+    min_gain: float = 0.01,
+    do_relabel: bool = True,
+    do_retune: bool = True,
+    target_quality: float = 0.97,
+    policy_out: str | Path | None = None,
+    lock_path: str | Path | None = None,
+    progress: bool = True,
+) -> DistillSummary:
+    """Run the chain once. Returns a summary; raises only on real failures."""
+    from filelock import FileLock, Timeout
+
+    t0 = time.perf_counter()
+    registry = registry or AdapterRegistry()
+    lock = FileLock(str(lock_path or Path(registry.root) / "distill.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return DistillSummary(status="locked", gate_reason="another distill run holds the lock")
+    try:
+        base = base or policy.local.model
+        candidates = examples_from_ledger(ledger.rows(), min_ts=since)
+        kept, report = filter_examples(candidates)
+        dropped = {k: v for k, v in getattr(report, "dropped", {}).items() if v}
+        summary = DistillSummary(status="too_few_examples", n_candidates=len(candidates), dropped=dropped)
+        if len(kept) < min_examples:
+            summary.gate_reason = f"{len(kept)} usable examples, need {min_examples}"
+            summary.seconds = time.perf_counter() - t0
+            return summary
+        train, heldout = time_split(kept, holdout_fraction=holdout_fraction)
+        if max_train is not None:
+            train = train[-max_train:]
+        if config is None:
+            avg = sum(len(e.prompt_text) + len(e.answer) for e in train) / max(1, len(train)) / 4
+            config = hardware_defaults(len(train), avg + 16)
+        summary.config = config.describe()
+        outcome = distill_and_promote(
+            base, train, heldout, config, registry=registry, min_gain=min_gain, progress=progress
+        )
+        summary.n_train, summary.n_heldout = len(train), len(heldout)
+        summary.version = outcome.version
+        summary.gate_reason = outcome.decision.reason
+        summary.candidate = outcome.candidate.to_dict()
+        summary.current = outcome.current.to_dict() if outcome.current else None
+        summary.status = "promoted" if outcome.decision.promote else "rejected"
+        if outcome.decision.promote and do_relabel:
+            info = registry.show(outcome.version)
+            summary.relabelled = relabel(
+                ledger, heldout, base=base, adapter_dir=info.path,
+                system_prompt=config.system_prompt,
+                allowed_answers=info.metadata.get("allowed_answers"),
+                usd_per_hour=policy.local.usd_per_hour,
+            )
+        if outcome.decision.promote and do_retune:
+            from router.policy import save_policy
+            from router.retune import labelled_from_ledger, retune
+
+            out = Path(policy_out) if policy_out else Path(registry.root).parent / "policy.yaml"
+            try:
+                tuned = retune(
+                    labelled_from_ledger(ledger), policy.replace(**{"local.adapter": "current"}),
+                    target_quality=target_quality, out_dir=out.parent,
+                )
+                save_policy(tuned.policy, out)
+                r = tuned.result
+                summary.retune = {
+                    "policy": str(out), "threshold": r.threshold, "expected_quality": r.expected_quality,
+                    "cost_fraction": r.cost_fraction, "local_fraction": r.local_fraction,
+                    "met_target": r.met_target, "n_labels": r.n_labels,
+                }
+            except ValueError as exc:  # too few labels to tune: the adapter still serves
+                summary.retune = {"skipped": str(exc)}
+        summary.seconds = time.perf_counter() - t0
+        return summary
+    finally:
+        lock.release()
