@@ -236,7 +236,9 @@ class LocalEngine:
         return text
 
     def _encode(self, messages: Sequence[dict[str, Any]]) -> list[int]:
-        return list(self.tokenizer(self.render_prompt(messages), add_special_tokens=False).input_ids)
+        return list(
+            self.tokenizer(self.render_prompt(messages), add_special_tokens=False).input_ids
+        )
 
     def count_prompt_tokens(self, messages: Sequence[dict[str, Any]]) -> int:
         """Number of prompt tokens the model would see for these messages."""
@@ -287,14 +289,14 @@ class LocalEngine:
             for row in rows
         ]
 
-    def _make_rows(
-        self, requests: list[GenerationRequest], encoded: list[list[int]]
-    ) -> list[_Row]:
+    def _make_rows(self, requests: list[GenerationRequest], encoded: list[list[int]]) -> list[_Row]:
         import torch
 
         rows = []
         for i, (req, ids) in enumerate(zip(requests, encoded, strict=True)):
-            row = _Row(i, req, len(ids), min(req.max_tokens, self.config.max_context_tokens - len(ids)))
+            row = _Row(
+                i, req, len(ids), min(req.max_tokens, self.config.max_context_tokens - len(ids))
+            )
             if req.temperature > 0:
                 row.generator = torch.Generator(device="cpu")
                 row.generator.manual_seed(
@@ -394,7 +396,9 @@ class LocalEngine:
         best = max(options, key=lambda t: float(logits[t]))
         return int(best)
 
-    def _advance(self, row: _Row, token: int, logprob: float, on_delta: DeltaCallback | None) -> None:
+    def _advance(
+        self, row: _Row, token: int, logprob: float, on_delta: DeltaCallback | None
+    ) -> None:
         row.ids.append(token)
         row.logprobs.append(logprob)
         if row.trie_node is not None:

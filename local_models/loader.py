@@ -181,7 +181,9 @@ def _write_safetensors(gguf: Path, out: Path) -> None:
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to embeddings
     if missing or unexpected:
-        raise ModelLoadError(f"GGUF {gguf} converted with missing={missing} unexpected={unexpected}")
+        raise ModelLoadError(
+            f"GGUF {gguf} converted with missing={missing} unexpected={unexpected}"
+        )
     fresh.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
 

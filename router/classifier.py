@@ -232,10 +232,12 @@ class DifficultyClassifier:
                 raw = hand_features(text)
                 z += sum(
                     w * (v - m) / s
-                    for w, v, m, s in zip(coef, raw, self.hand_mean_, self.hand_scale_)
+                    for w, v, m, s in zip(coef, raw, self.hand_mean_, self.hand_scale_, strict=True)
                 )
             else:
-                row = self._tfidf_row(term_counts(text, name), self.vocabulary_[name], self.idf_[name])
+                row = self._tfidf_row(
+                    term_counts(text, name), self.vocabulary_[name], self.idf_[name]
+                )
                 z += sum(coef[col] * v for col, v in row)
         return z
 

@@ -12,7 +12,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -56,13 +55,13 @@ def ask(
     question: str = typer.Argument(..., help="The user message."),
     local: bool = typer.Option(False, "--local", help="Answer from the local model only."),
     cloud: bool = typer.Option(False, "--cloud", help="Answer from the cloud model only."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Cloud model (default: the policy's)."),
-    api_base: Optional[str] = typer.Option(None, "--api-base", help="Cloud endpoint override."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Cloud model (default: the policy's)."),
+    api_base: str | None = typer.Option(None, "--api-base", help="Cloud endpoint override."),
     max_tokens: int = typer.Option(256, "--max-tokens"),
     stream: bool = typer.Option(False, "--stream", help="Print tokens as they arrive."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole response as JSON."),
-    policy: Optional[str] = PolicyOpt,
-    ledger: Optional[Path] = LedgerOpt,
+    policy: str | None = PolicyOpt,
+    ledger: Path | None = LedgerOpt,
 ) -> None:
     """Send one request through the gateway and show where it went and what it cost."""
     from router.client import HybridClient
@@ -111,15 +110,16 @@ def ask(
 
 @app.command()
 def report(
-    since: Optional[str] = typer.Option(None, "--since", help="2026-11-01, an ISO time, or 7d / 24h / 30m."),
+    since: str | None = typer.Option(None, "--since", help="2026-11-01, an ISO time, or 7d / 24h / 30m."),
     by: str = typer.Option("route", "--by", help="Group by day, route or model (or none)."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, json or csv."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Also write a PNG chart here."),
-    ledger: Optional[Path] = LedgerOpt,
+    plot: Path | None = typer.Option(None, "--plot", help="Also write a PNG chart here."),
+    ledger: Path | None = LedgerOpt,
 ) -> None:
     """Savings versus sending everything to the cloud, from the ledger."""
     from router.ledger import Ledger
-    from router.reports import parse_since, plot as plot_report, render_table, summarize, to_csv, to_json
+    from router.reports import parse_since, render_table, summarize, to_csv, to_json
+    from router.reports import plot as plot_report
 
     if fmt not in ("table", "json", "csv"):
         _fail(f"--format must be table, json or csv, got {fmt!r}")
@@ -147,7 +147,7 @@ def report(
 
 
 @app.command()
-def doctor(policy: Optional[str] = PolicyOpt, ledger: Optional[Path] = LedgerOpt) -> None:
+def doctor(policy: str | None = PolicyOpt, ledger: Path | None = LedgerOpt) -> None:
     """What is installed, where data lives, which model and keys are configured."""
     import importlib.metadata as md
     import importlib.util
@@ -238,12 +238,12 @@ def bench_router(
 def tune(
     target_quality: float = typer.Option(0.97, "--target-quality", help="Quality to keep, relative to all-cloud (0-1]."),
     what: str = typer.Option("route", "--what", help="route (classifier threshold) or cascade (confidence threshold)."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", exists=True, dir_okay=False, help="Labels from a CSV (prompt,label[,cloud_cost,local_cost,local_confidence]) instead of the ledger."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the tuned policy YAML [default: HYBRIDGATE_HOME/policy.yaml]."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the cost/quality curve as PNG."),
-    min_labels: Optional[int] = typer.Option(None, "--min-labels", help="Refuse to tune on fewer labels."),
-    policy: Optional[str] = PolicyOpt,
-    ledger: Optional[Path] = LedgerOpt,
+    csv_path: Path | None = typer.Option(None, "--csv", exists=True, dir_okay=False, help="Labels from a CSV (prompt,label[,cloud_cost,local_cost,local_confidence]) instead of the ledger."),
+    out: Path | None = typer.Option(None, "--out", help="Where to write the tuned policy YAML [default: HYBRIDGATE_HOME/policy.yaml]."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write the cost/quality curve as PNG."),
+    min_labels: int | None = typer.Option(None, "--min-labels", help="Refuse to tune on fewer labels."),
+    policy: str | None = PolicyOpt,
+    ledger: Path | None = LedgerOpt,
 ) -> None:
     """Fit the router on labelled traffic and pick the cheapest threshold that keeps quality."""
     from router.ledger import Ledger
@@ -266,7 +266,7 @@ def tune(
         _fail(str(exc))
     typer.echo(format_curve(tuned.result))
     r = tuned.result
-    verdict = "meets" if r.met_target else "cannot meet (all-cloud chosen)"
+    verdict = "meets" if _met(r) else "cannot meet (all-cloud chosen)"
     typer.echo(
         f"\n{what} threshold {r.threshold:.3f}: quality {r.expected_quality:.3f} "
         f"[95% CI {r.quality_ci[0]:.3f}-{r.quality_ci[1]:.3f}] {verdict} target {target_quality}; "
@@ -283,14 +283,14 @@ def tune(
 def distill(
     nightly: bool = typer.Option(False, "--nightly", help="Cron mode: lock, skip quietly when there is too little new data."),
     min_examples: int = typer.Option(50, "--min-examples", help="Skip the run with fewer usable examples."),
-    since: Optional[str] = typer.Option(None, "--since", help="Only ledger rows newer than this (7d, 2026-11-01, ...)."),
-    max_train: Optional[int] = typer.Option(None, "--max-train", help="Train on at most this many (newest) examples."),
-    epochs: Optional[float] = typer.Option(None, "--epochs"),
+    since: str | None = typer.Option(None, "--since", help="Only ledger rows newer than this (7d, 2026-11-01, ...)."),
+    max_train: int | None = typer.Option(None, "--max-train", help="Train on at most this many (newest) examples."),
+    epochs: float | None = typer.Option(None, "--epochs"),
     target_quality: float = typer.Option(0.97, "--target-quality", help="For the retune after a promotion."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Estimate time and cost, train nothing."),
     as_json: bool = typer.Option(False, "--json"),
-    policy: Optional[str] = PolicyOpt,
-    ledger: Optional[Path] = LedgerOpt,
+    policy: str | None = PolicyOpt,
+    ledger: Path | None = LedgerOpt,
 ) -> None:
     """Distil cloud answers into a new LoRA adapter; promote it only if it beats the current one."""
     import dataclasses
@@ -354,6 +354,29 @@ def distill(
         raise typer.Exit(1)
 
 
+@app.command()
+def demo(
+    requests: int = typer.Option(400, "--requests", help="Requests per phase (before / after)."),
+    train_examples: int = typer.Option(600, "--train-examples", help="At most this many distillation examples."),
+    epochs: float | None = typer.Option(None, "--epochs", help="LoRA epochs (default: picked for the data)."),
+    home: Path | None = typer.Option(None, "--home", help="Where the demo keeps its ledger and adapters [default: HYBRIDGATE_HOME/demo]."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """The whole loop offline: replay cloud -> traffic -> distil -> promote -> retune -> traffic."""
+    from router.demo import run_demo
+    from router.reports import render_table
+
+    where = home or _home() / "demo"
+    result = run_demo(home=where, requests=requests, train_examples=train_examples, epochs=epochs,
+                      seed=seed, say=typer.echo)
+    from rich.console import Console
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(render_table(result.before))
+    console.print(render_table(result.after))
+    typer.echo(f"demo finished in {result.seconds:.0f} s; ledger at {where / 'ledger.sqlite'}")
+
+
 def _registry(root: Path | None) -> object:
     from training.registry import AdapterRegistry
 
@@ -364,7 +387,7 @@ RootOpt = typer.Option(None, "--root", help="Adapter registry dir [default: HYBR
 
 
 @adapters_app.command("list")
-def adapters_list(root: Optional[Path] = RootOpt) -> None:
+def adapters_list(root: Path | None = RootOpt) -> None:
     """Registered adapter versions; * marks the one serving."""
     reg = _registry(root)
     current = reg.current()
@@ -384,7 +407,7 @@ def adapters_list(root: Optional[Path] = RootOpt) -> None:
 
 
 @adapters_app.command("show")
-def adapters_show(version: str, root: Optional[Path] = RootOpt) -> None:
+def adapters_show(version: str, root: Path | None = RootOpt) -> None:
     """One version's metadata (base model hash, data window, metrics, config)."""
     from router.errors import HybridGateError
 
@@ -396,7 +419,7 @@ def adapters_show(version: str, root: Optional[Path] = RootOpt) -> None:
 
 
 @adapters_app.command("promote")
-def adapters_promote(version: str, root: Optional[Path] = RootOpt) -> None:
+def adapters_promote(version: str, root: Path | None = RootOpt) -> None:
     """Make VERSION the serving adapter (atomic switch; running gateways pick it up on reload)."""
     from router.errors import HybridGateError
 
@@ -408,7 +431,7 @@ def adapters_promote(version: str, root: Optional[Path] = RootOpt) -> None:
 
 
 @adapters_app.command("rollback")
-def adapters_rollback(root: Optional[Path] = RootOpt) -> None:
+def adapters_rollback(root: Path | None = RootOpt) -> None:
     """Switch back to the previously current adapter."""
     from router.errors import HybridGateError
 
@@ -417,6 +440,11 @@ def adapters_rollback(root: Optional[Path] = RootOpt) -> None:
     except HybridGateError as exc:
         _fail(str(exc))
     typer.echo(f"rolled back; current adapter: {info.version}")
+
+
+def _met(result: object) -> bool:
+    """The 95% lower bound of quality clears the target."""
+    return result.quality_ci[0] >= result.target_quality - 1e-12  # type: ignore[attr-defined]
 
 
 def _home() -> Path:

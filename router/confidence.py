@@ -125,7 +125,7 @@ class ConfidenceModel:
             return 0.0
         z = self.intercept + sum(
             w * (x - m) / s
-            for w, x, m, s in zip(self.coef, features.vector(), self.mean, self.scale)
+            for w, x, m, s in zip(self.coef, features.vector(), self.mean, self.scale, strict=True)
         )
         return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
@@ -152,7 +152,10 @@ class ConfidenceModel:
 
 
 def fit_confidence_model(
-    token_logprobs: Sequence[Sequence[float]], labels: Sequence[int], *, C: float = 1.0  # noqa: N803
+    token_logprobs: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    *,
+    C: float = 1.0,  # noqa: N803
 ) -> ConfidenceModel:
     """Fit a calibrated confidence from labelled local answers.
 

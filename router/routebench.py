@@ -99,9 +99,13 @@ def load_routing_csv(
     strong: list[float] = []
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        missing = [c for c in (prompt_col, weak_col, strong_col) if c not in (reader.fieldnames or [])]
+        missing = [
+            c for c in (prompt_col, weak_col, strong_col) if c not in (reader.fieldnames or [])
+        ]
         if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; columns are {reader.fieldnames}")
+            raise ValueError(
+                f"{path}: missing column(s) {missing}; columns are {reader.fieldnames}"
+            )
         for i, row in enumerate(reader, start=2):
             if row[prompt_col] in dropped:
                 continue
@@ -270,7 +274,9 @@ def bench_router_arrays(
         target=target,
         curve=[
             [float(f), float(a), float(b), float(c)]
-            for f, a, b, c in zip(grid, curves["router"], curves["random"], curves["oracle"])
+            for f, a, b, c in zip(
+                grid, curves["router"], curves["random"], curves["oracle"], strict=True
+            )
         ],
     )
     return result

@@ -173,7 +173,9 @@ def tune_threshold(
             cost_fraction=float(c),
             local_fraction=float(f),
         )
-        for t, q, a, b, c, f in zip(thresholds, quality, lo, hi, cost_fraction, local_fraction)
+        for t, q, a, b, c, f in zip(
+            thresholds, quality, lo, hi, cost_fraction, local_fraction, strict=True
+        )
     ]
     feasible = [i for i in range(len(curve)) if lo[i] >= target_quality - 1e-12]
     best = min(feasible, key=lambda i: (cost_fraction[i], -local_fraction[i]))

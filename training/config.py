@@ -46,7 +46,8 @@ class LoraTrainingConfig:
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     """Learning-rate decay after warmup."""
     precision: Precision = "auto"
-    """``auto``: bf16 on CUDA with bf16 support, fp32 on CPU (CPU bf16 autocast was not faster)."""
+    """``auto``: bf16 on CUDA with bf16 support, else fp32. CPU bf16 autocast is opt-in
+    (``"bf16"``) until a measurement on the target CPU shows it faster (``dry_run`` measures)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, ~30% slower."""
     qlora: bool = False

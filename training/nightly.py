@@ -83,6 +83,20 @@ def relabel(
     return n
 
 
+def _relabel_set(ledger: Any, heldout: list[Example]) -> list[Example]:
+    """Held-out examples plus every request that already carries a (now stale) label."""
+    seen = {e.source_id for e in heldout}
+    out = list(heldout)
+    for entry, _label in ledger.labelled():
+        if entry.request_id in seen or not entry.messages or not entry.answer:
+            continue
+        seen.add(entry.request_id)
+        out.append(
+            Example(messages=tuple(entry.messages), answer=entry.answer, ts=entry.ts, source_id=entry.request_id)
+        )
+    return out
+
+
 def run_distill(
     *,
     ledger: Any,
@@ -94,6 +108,7 @@ def run_distill(
     since: float | None = None,
     holdout_fraction: float = 0.2,
     max_train: int | None = None,
+    max_answer_chars: int | None = None,
     min_gain: float = 0.01,
     do_relabel: bool = True,
     do_retune: bool = True,
@@ -115,6 +130,8 @@ def run_distill(
     try:
         base = base or policy.local.model
         candidates = examples_from_ledger(ledger.rows(), min_ts=since)
+        if max_answer_chars is not None:  # long-form answers stay with the cloud
+            candidates = [e for e in candidates if len(e.answer) <= max_answer_chars]
         kept, report = filter_examples(candidates)
         dropped = {k: v for k, v in getattr(report, "dropped", {}).items() if v}
         summary = DistillSummary(status="too_few_examples", n_candidates=len(candidates), dropped=dropped)
@@ -141,7 +158,7 @@ def run_distill(
         if outcome.decision.promote and do_relabel:
             info = registry.show(outcome.version)
             summary.relabelled = relabel(
-                ledger, heldout, base=base, adapter_dir=info.path,
+                ledger, _relabel_set(ledger, heldout), base=base, adapter_dir=info.path,
                 system_prompt=config.system_prompt,
                 allowed_answers=info.metadata.get("allowed_answers"),
                 usd_per_hour=policy.local.usd_per_hour,
@@ -161,7 +178,7 @@ def run_distill(
                 summary.retune = {
                     "policy": str(out), "threshold": r.threshold, "expected_quality": r.expected_quality,
                     "cost_fraction": r.cost_fraction, "local_fraction": r.local_fraction,
-                    "met_target": r.met_target, "n_labels": r.n_labels,
+                    "met_target": r.quality_ci[0] >= r.target_quality - 1e-12, "n_labels": r.n_labels,
                 }
             except ValueError as exc:  # too few labels to tune: the adapter still serves
                 summary.retune = {"skipped": str(exc)}

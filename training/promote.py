@@ -127,7 +127,7 @@ def distill_and_promote(
     """
     if not isinstance(base, str | Path):
         raise TypeError("distill_and_promote needs a model spec or directory, not a model object")
-    allowed = closed_answer_set([*train, *heldout])
+    allowed = closed_answer_set(train)  # from training rows only
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         out = Path(tmp) / "candidate"
         res = train_lora(

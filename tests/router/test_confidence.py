@@ -52,8 +52,8 @@ def test_fitted_model_ranks_and_round_trips() -> None:
         labels.append(int(good))
     model = fit_confidence_model(answers, labels)
     scores = [confidence(a, model=model) for a in answers]
-    good_mean = np.mean([s for s, y in zip(scores, labels) if y])
-    bad_mean = np.mean([s for s, y in zip(scores, labels) if not y])
+    good_mean = np.mean([s for s, y in zip(scores, labels, strict=True) if y])
+    bad_mean = np.mean([s for s, y in zip(scores, labels, strict=True) if not y])
     assert good_mean > 0.8 and bad_mean < 0.2
     restored = ConfidenceModel.from_dict(json.loads(json.dumps(model.to_dict())))
     assert restored == model

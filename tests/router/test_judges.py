@@ -92,7 +92,9 @@ def test_llm_judge_asks_cloud_and_returns_its_result() -> None:
     assert score == 1.0 and result.cost_usd == 0.0002
     request = cloud.calls[0]
     assert request.model == "gpt-4o-mini" and request.temperature == 0.0
-    assert "$18" in request.messages[-1]["content"] and "How much?" in request.messages[-1]["content"]
+    assert (
+        "$18" in request.messages[-1]["content"] and "How much?" in request.messages[-1]["content"]
+    )
     assert judge(answer="17", reference="18")[0] == 0.0
     assert judge(answer="17", reference="18")[0] == 0.0  # unparseable reply: not trusted
 

@@ -1,0 +1,129 @@
+"""Local engine throughput: single-stream and aggregate tok/s through the DynamicBatcher.
+
+Run under the shared CPU lock so other heavy jobs do not distort the numbers::
+
+    flock /tmp/hybridgate-cpu.lock python benchmarks/local_throughput.py \
+        --precision int8,bf16,fp32 --concurrency 1,4,16,32 --new-tokens 64 --json
+
+Each concurrency level submits N chat prompts at once (greedy, fixed ``max_tokens``, no
+stop strings, eos ignored by giving the prompts open-ended instructions) and reports
+aggregate generated tokens / wall second, mean time-to-first-token (first streamed delta)
+and the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TOPICS = ["the sea", "a cat", "mountains", "a robot", "the moon", "coffee", "trains", "winter"]
+
+
+def _requests(n: int, new_tokens: int):
+    from local_models import GenerationRequest
+
+    return [
+        GenerationRequest(
+            messages=({"role": "user", "content": f"Write a long story about {TOPICS[i % 8]}."},),
+            max_tokens=new_tokens,
+        )
+        for i in range(n)
+    ]
+
+
+def _run_level(batcher, n: int, new_tokens: int) -> dict:
+    reqs = _requests(n, new_tokens)
+    ttft: list[float] = []
+    results = []
+    lock = threading.Lock()
+
+    def one(req) -> None:
+        t0 = time.perf_counter()
+        first = None
+        final = None
+        for piece in batcher.stream(req):
+            if first is None:
+                first = time.perf_counter() - t0
+            final = piece
+        with lock:
+            ttft.append(first or 0.0)
+            results.append(final)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(r,)) for r in reqs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    tokens = sum(r.completion_tokens for r in results)
+    return {
+        "concurrency": n,
+        "tokens": tokens,
+        "wall_s": round(wall, 3),
+        "tok_per_s": round(tokens / wall, 1),
+        "ttft_ms_mean": round(1000 * sum(ttft) / len(ttft), 1),
+        "ttft_ms_max": round(1000 * max(ttft), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--precision", default="int8", help="comma list: fp32,bf16,int8")
+    parser.add_argument("--concurrency", default="1,4,16,32")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+
+    from local_models import DynamicBatcher, LocalEngine, LocalModelConfig
+
+    levels = [int(x) for x in args.concurrency.split(",")]
+    report: dict = {"model": args.model, "new_tokens": args.new_tokens, "precisions": {}}
+    for precision in args.precision.split(","):
+        config = LocalModelConfig(
+            model=args.model,
+            precision=precision,
+            device="cpu",
+            max_batch_size=args.max_batch_size,
+            max_wait_ms=5.0,
+            threads=args.threads,
+        )
+        t0 = time.perf_counter()
+        engine = LocalEngine.from_config(config)
+        load_s = time.perf_counter() - t0
+        with DynamicBatcher(
+            engine, max_batch_size=args.max_batch_size, max_wait_ms=5.0, max_queue=1024
+        ) as batcher:
+            _run_level(batcher, 2, 8)  # warm-up
+            rows = [_run_level(batcher, n, args.new_tokens) for n in levels]
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        report["precisions"][precision] = {
+            "load_s": round(load_s, 2),
+            "peak_rss_mb": round(peak_rss_mb, 1),
+            "levels": rows,
+        }
+        del engine
+        if not args.json:
+            print(f"[{precision}] load {load_s:.1f}s peak RSS {peak_rss_mb:.0f} MB")
+            for r in rows:
+                print(
+                    f"  concurrency {r['concurrency']:>3}: {r['tok_per_s']:>7.1f} tok/s "
+                    f"(ttft mean {r['ttft_ms_mean']} ms, max {r['ttft_ms_max']} ms)"
+                )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

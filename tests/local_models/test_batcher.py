@@ -1,0 +1,131 @@
+"""DynamicBatcher: per-caller results under concurrency, streaming, queue limits, adapter swaps."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from local_models import DynamicBatcher, GenerationRequest, GenerationResult
+from router.errors import LocalModelError, ModelLoadError, Overloaded
+
+PROMPTS = [f"Question number {i}: " + "why " * (i % 5) for i in range(12)]
+
+
+def user(text: str) -> tuple[dict, ...]:
+    return ({"role": "user", "content": text},)
+
+
+def _reqs(n=12, max_tokens=10):
+    return [GenerationRequest(messages=user(PROMPTS[i]), max_tokens=max_tokens) for i in range(n)]
+
+
+def test_concurrent_callers_each_get_their_own_unbatched_answer(make_engine):
+    engine = make_engine()
+    reqs = _reqs()
+    expected = [engine.generate([r])[0].text for r in reqs]
+    with (
+        DynamicBatcher(engine, max_batch_size=4, max_wait_ms=20, max_queue=64) as batcher,
+        ThreadPoolExecutor(max_workers=12) as pool,
+    ):
+        got = list(pool.map(lambda r: batcher.submit(r).result(timeout=60).text, reqs))
+    assert got == expected
+
+
+async def test_async_submit_and_astream(make_engine):
+    engine = make_engine()
+    reqs = _reqs(6)
+    expected = [engine.generate([r])[0].text for r in reqs]
+    with DynamicBatcher(engine, max_batch_size=8, max_wait_ms=10, max_queue=64) as batcher:
+        results = await asyncio.gather(*(batcher.asubmit(r) for r in reqs))
+        assert [r.text for r in results] == expected
+        pieces = [p async for p in batcher.astream(reqs[2])]
+    assert isinstance(pieces[-1], GenerationResult)
+    assert "".join(pieces[:-1]) == pieces[-1].text == expected[2]
+
+
+def test_sync_stream_yields_deltas_then_result(make_engine):
+    engine = make_engine()
+    req = _reqs(1, max_tokens=15)[0]
+    expected = engine.generate([req])[0]
+    with DynamicBatcher(engine, max_batch_size=2, max_wait_ms=1, max_queue=8) as batcher:
+        pieces = list(batcher.stream(req))
+    assert all(isinstance(p, str) for p in pieces[:-1]) and len(pieces) > 2
+    assert "".join(pieces[:-1]) == expected.text == pieces[-1].text
+
+
+def test_full_queue_rejects_immediately_with_overloaded(make_engine):
+    engine = make_engine()
+    batcher = DynamicBatcher(engine, max_batch_size=1, max_wait_ms=0, max_queue=2)
+    engine._lock.acquire()  # hold the model: the first request blocks inside generate
+    try:
+        first = batcher.submit(_reqs(1)[0])
+        deadline = time.time() + 10
+        while batcher.queue_depth and time.time() < deadline:
+            time.sleep(0.01)
+        queued = [batcher.submit(r) for r in _reqs(2)]
+        start = time.perf_counter()
+        with pytest.raises(Overloaded, match="queue full"):
+            batcher.submit(_reqs(1)[0])
+        assert time.perf_counter() - start < 1.0
+    finally:
+        engine._lock.release()
+    assert first.result(timeout=30).completion_tokens > 0
+    assert all(f.result(timeout=30).text for f in queued)
+    batcher.close()
+    with pytest.raises(LocalModelError, match="closed"):
+        batcher.submit(_reqs(1)[0])
+
+
+def test_one_bad_request_does_not_fail_its_batch_neighbours(make_engine):
+    engine = make_engine(max_context_tokens=24)
+    good = GenerationRequest(messages=user("hi"), max_tokens=4)
+    bad = GenerationRequest(messages=user("word " * 50), max_tokens=4)
+    with DynamicBatcher(engine, max_batch_size=4, max_wait_ms=50, max_queue=8) as batcher:
+        f_good, f_bad = batcher.submit(good), batcher.submit(bad)
+        assert f_good.result(timeout=30).completion_tokens > 0
+        with pytest.raises(Exception, match="context limit"):
+            f_bad.result(timeout=30)
+
+
+def test_adapter_swap_under_load_keeps_each_request_on_one_adapter(make_engine, make_adapter):
+    path_a, path_b = make_adapter("a", seed=1), make_adapter("b", seed=2)
+    reqs = _reqs(12, max_tokens=12)
+    ref_a = [r.text for r in make_engine(adapter_path=path_a, adapter_version="A").generate(reqs)]
+    ref_b = [r.text for r in make_engine(adapter_path=path_b, adapter_version="B").generate(reqs)]
+    assert ref_a != ref_b  # the adapters really change the answers
+    engine = make_engine(adapter_path=path_a, adapter_version="A")
+    with DynamicBatcher(engine, max_batch_size=3, max_wait_ms=1, max_queue=64) as batcher:
+        before = [batcher.submit(r) for r in reqs]
+        swapper = threading.Thread(
+            target=engine.swap_adapter, args=(path_b,), kwargs={"version": "B"}
+        )
+        swapper.start()
+        during = [batcher.submit(r) for r in reqs]
+        swapper.join(timeout=60)
+        after = [batcher.submit(r) for r in reqs]
+        for futures in (before, during, after):
+            for i, fut in enumerate(futures):
+                res = fut.result(timeout=60)
+                assert res.adapter_version in ("A", "B")
+                assert res.text == (ref_a if res.adapter_version == "A" else ref_b)[i]
+        assert {f.result().adapter_version for f in after} == {"B"}
+
+
+def test_failed_swap_raises_and_keeps_old_adapter(make_engine, make_adapter, tmp_path):
+    path_a = make_adapter("a", seed=1)
+    engine = make_engine(adapter_path=path_a, adapter_version="A")
+    req = _reqs(1)[0]
+    before = engine.generate([req])[0]
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "adapter_config.json").write_text("{not json")
+    (tmp_path / "broken" / "adapter_model.safetensors").write_bytes(b"garbage")
+    for bad in (tmp_path / "missing", tmp_path / "broken"):
+        with pytest.raises(ModelLoadError):
+            engine.swap_adapter(str(bad), version="X")
+    after = engine.generate([req])[0]
+    assert engine.adapter_version == after.adapter_version == "A"
+    assert after.text == before.text

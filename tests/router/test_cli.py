@@ -1,0 +1,75 @@
+"""The CLI over a real ledger: report figures, tune output, clear errors."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+from typer.testing import CliRunner
+
+from router.cli import app
+from router.ledger import Ledger, LedgerEntry
+
+runner = CliRunner()
+
+
+def _seed_ledger(path, n=200, seed=0):
+    rng = random.Random(seed)
+    ledger = Ledger(path)
+    for i in range(n):
+        easy = i % 2 == 0
+        text = f"what is my card balance please {i}" if easy else f"prove the theorem about primes {i}"
+        route = "local" if easy else "cloud"
+        ledger.record(
+            LedgerEntry(
+                request_id=f"r{i}", ts=time.time(), route=route, cost_usd=0.0001 if easy else 0.002,
+                baseline_cost_usd=0.002, messages=[{"role": "user", "content": text}], answer="x",
+            )
+        )
+        ok = 1.0 if (easy and rng.random() < 0.97) or (not easy and rng.random() < 0.05) else 0.0
+        ledger.add_label(f"r{i}", judge="exact_match", label=ok, local_answer="y", local_cost_usd=0.0001)
+    ledger.close()
+
+
+def test_report_json_matches_ledger_sums(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    _seed_ledger(path, n=10)
+    result = runner.invoke(app, ["report", "--ledger", str(path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["totals"]["requests"] == 10
+    assert abs(data["totals"]["cost_usd"] - (5 * 0.0001 + 5 * 0.002)) < 1e-12
+    assert abs(data["totals"]["baseline_cost_usd"] - 10 * 0.002) < 1e-12
+
+
+def test_report_without_ledger_says_what_to_do(tmp_path):
+    result = runner.invoke(app, ["report", "--ledger", str(tmp_path / "missing.sqlite")])
+    assert result.exit_code == 2
+    assert "no ledger" in result.output
+
+
+def test_tune_writes_policy_with_classifier_and_routes_easy_prompts_local(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    _seed_ledger(path)
+    out = tmp_path / "tuned" / "policy.yaml"
+    result = runner.invoke(
+        app, ["tune", "--ledger", str(path), "--target-quality", "0.95", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "meets target" in result.output
+    from router.classifier import DifficultyClassifier
+    from router.policy import load_policy
+
+    policy = load_policy(out)
+    clf = DifficultyClassifier.load(policy.classifier)
+    p_easy, p_hard = clf.predict_proba(["what is my card balance please", "prove the theorem about primes"])[:, 1]
+    assert p_easy >= policy.thresholds.route > p_hard
+
+
+def test_tune_with_too_few_labels_says_how_many_are_needed(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    _seed_ledger(path, n=6)
+    result = runner.invoke(app, ["tune", "--ledger", str(path), "--out", str(tmp_path / "p.yaml")])
+    assert result.exit_code == 2
+    assert "need at least" in result.output and "have 6" in result.output
