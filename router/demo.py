@@ -41,13 +41,25 @@ def _traffic(n: int, *, rng: random.Random, offset: int, gsm_share: float) -> li
     for i in range(n):
         if rng.random() < gsm_share:
             row = gsm[(offset + i) % len(gsm)]
-            out.append({"messages": [{"role": "user", "content": row["prompt"]}], "max_tokens": 256,
-                        "teacher": row["answer"]})
+            out.append(
+                {
+                    "messages": [{"role": "user", "content": row["prompt"]}],
+                    "max_tokens": 256,
+                    "teacher": row["answer"],
+                }
+            )
         else:
             row = banking[rng.randrange(len(banking))]
-            out.append({"messages": [{"role": "system", "content": INTENT_SYSTEM},
-                                     {"role": "user", "content": row["text"]}],
-                        "max_tokens": 12, "teacher": row["category"]})
+            out.append(
+                {
+                    "messages": [
+                        {"role": "system", "content": INTENT_SYSTEM},
+                        {"role": "user", "content": row["text"]},
+                    ],
+                    "max_tokens": 12,
+                    "teacher": row["category"],
+                }
+            )
     return out
 
 
@@ -82,8 +94,12 @@ def run_demo(
     registry = AdapterRegistry(home / "adapters")
     with ReplayCloud.from_datasets() as cloud:
         base = load_policy("default").replace(
-            **{"cloud.model": "gpt-4o-mini", "cloud.api_base": cloud.base_url,
-               "local.adapter": None, "cache.enabled": False}
+            **{
+                "cloud.model": "gpt-4o-mini",
+                "cloud.api_base": cloud.base_url,
+                "local.adapter": None,
+                "cache.enabled": False,
+            }
         )
         say(f"replay cloud at {cloud.base_url}; data home {home}")
 
@@ -93,7 +109,9 @@ def run_demo(
         started = time.time()
         with HybridClient(policy=policy1, ledger=ledger, seed=seed) as client:
             for req in phase1:
-                client.chat.completions.create(messages=req["messages"], max_tokens=req["max_tokens"], temperature=0)
+                client.chat.completions.create(
+                    messages=req["messages"], max_tokens=req["max_tokens"], temperature=0
+                )
             say(f"phase 1: {len(phase1)} requests sent all-cloud; waiting for shadow labels...")
             client.shadow.drain()
         before = summarize(ledger.rows(since=started), by="route")
@@ -103,11 +121,19 @@ def run_demo(
         config = LoraTrainingConfig()
         if epochs is not None:
             config = dataclasses.replace(config, epochs=epochs)
-        say(f"phase 2: distilling up to {train_examples} short cloud answers into a LoRA adapter...")
+        say(
+            f"phase 2: distilling up to {train_examples} short cloud answers into a LoRA adapter..."
+        )
         summary = run_distill(
-            ledger=ledger, policy=base, registry=registry, max_train=train_examples,
-            min_examples=20, max_answer_chars=64, config=None if epochs is None else config,
-            policy_out=home / "policy.yaml", target_quality=0.97,
+            ledger=ledger,
+            policy=base,
+            registry=registry,
+            max_train=train_examples,
+            min_examples=20,
+            max_answer_chars=64,
+            config=None if epochs is None else config,
+            policy_out=home / "policy.yaml",
+            target_quality=0.97,
         )
         say(f"distill: {summary.status}; {summary.gate_reason}; retune: {summary.retune}")
 
@@ -118,8 +144,11 @@ def run_demo(
         else:
             policy3 = base.replace(mode="cascade")
         policy3 = policy3.replace(
-            **{"cloud.api_base": cloud.base_url, "shadow.rate": 0.0,
-               "local.adapter": str(registry.current_path()) if registry.current_path() else None}
+            **{
+                "cloud.api_base": cloud.base_url,
+                "shadow.rate": 0.0,
+                "local.adapter": str(registry.current_path()) if registry.current_path() else None,
+            }
         )
         phase3 = _traffic(requests, rng=rng, offset=requests, gsm_share=gsm_share)
         started = time.time()
@@ -127,11 +156,18 @@ def run_demo(
         local_n = 0
         with HybridClient(policy=policy3, ledger=ledger, seed=seed) as client:
             for req in phase3:
-                reply = client.chat.completions.create(messages=req["messages"], max_tokens=req["max_tokens"], temperature=0)
+                reply = client.chat.completions.create(
+                    messages=req["messages"], max_tokens=req["max_tokens"], temperature=0
+                )
                 if reply.route.route == "local":
                     local_n += 1
                     judge = get_judge(auto_judge(req["teacher"]))
-                    agree += judge(answer=reply.choices[0].message.content or "", reference=req["teacher"]) >= 0.5
+                    agree += (
+                        judge(
+                            answer=reply.choices[0].message.content or "", reference=req["teacher"]
+                        )
+                        >= 0.5
+                    )
         after = summarize(ledger.rows(since=started), by="route")
         say(_line("after (tuned hybrid + adapter)", after))
     agreement = agree / local_n if local_n else 0.0

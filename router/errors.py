@@ -39,7 +39,9 @@ def _request(url: str | None = None) -> httpx.Request:
     return httpx.Request("POST", url or _PLACEHOLDER_URL)
 
 
-def _response(status: int, url: str | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+def _response(
+    status: int, url: str | None = None, headers: dict[str, str] | None = None
+) -> httpx.Response:
     return httpx.Response(status, request=_request(url), headers=headers or {})
 
 
@@ -109,7 +111,9 @@ class CloudAuthError(CloudError, openai.AuthenticationError):
     retryable = False
 
     def __init__(self, message: str, *, status_code: int = 401, body: object | None = None) -> None:
-        openai.AuthenticationError.__init__(self, message, response=_response(status_code), body=body)
+        openai.AuthenticationError.__init__(
+            self, message, response=_response(status_code), body=body
+        )
         self.status_code = status_code
 
 
@@ -120,7 +124,9 @@ class RateLimited(CloudError, openai.RateLimitError):
         self, message: str, *, retry_after: float | None = None, body: object | None = None
     ) -> None:
         headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
-        openai.RateLimitError.__init__(self, message, response=_response(429, headers=headers), body=body)
+        openai.RateLimitError.__init__(
+            self, message, response=_response(429, headers=headers), body=body
+        )
         self.status_code = 429
         self.retry_after = retry_after
 
@@ -136,7 +142,9 @@ class CloudServerError(CloudError, openai.InternalServerError):
         retry_after: float | None = None,
         body: object | None = None,
     ) -> None:
-        openai.InternalServerError.__init__(self, message, response=_response(status_code), body=body)
+        openai.InternalServerError.__init__(
+            self, message, response=_response(status_code), body=body
+        )
         self.status_code = status_code
         self.retry_after = retry_after
 

@@ -163,7 +163,9 @@ class Gateway:
     def finish(self, request: ChatRequest, entry: LedgerEntry, outcome: _Outcome) -> RouteInfo:
         """Price the outcome, fill and write the ledger row, cache and shadow; return RouteInfo."""
         result = outcome.result
-        baseline = self.prices.cloud_cost(request.model, result.prompt_tokens, result.completion_tokens)
+        baseline = self.prices.cloud_cost(
+            request.model, result.prompt_tokens, result.completion_tokens
+        )
         local_cost = self.prices.local_cost(outcome.local_seconds, self.policy.local.usd_per_hour)
         if outcome.route == "cloud":
             cost = local_cost + self.prices.cloud_cost(
@@ -251,7 +253,9 @@ class Gateway:
         return completion(request, outcome.result, info)
 
     def _cloud(self, request: ChatRequest) -> BackendResult:
-        return self.retrier.call(lambda: self.cloud.complete(request), deadline=self._deadline(request))
+        return self.retrier.call(
+            lambda: self.cloud.complete(request), deadline=self._deadline(request)
+        )
 
     def _run(self, request: ChatRequest, decision: Decision) -> _Outcome:
         if decision.route == "cloud":
@@ -269,18 +273,30 @@ class Gateway:
             )
         if decision.route == "local":
             return _Outcome(
-                "local", decision.reason, result, score=decision.score,
+                "local",
+                decision.reason,
+                result,
+                score=decision.score,
                 local_seconds=result.compute_seconds,
             )
         keep, conf = self.keep_local(result)
         if keep:
             return _Outcome(
-                "local", f"confident>={self.policy.thresholds.cascade:.2f}", result,
-                score=decision.score, confidence=conf, local_seconds=result.compute_seconds,
+                "local",
+                f"confident>={self.policy.thresholds.cascade:.2f}",
+                result,
+                score=decision.score,
+                confidence=conf,
+                local_seconds=result.compute_seconds,
             )
         return _Outcome(
-            "cloud", "escalated:low_confidence", self._cloud(request), score=decision.score,
-            confidence=conf, escalated=True, local_seconds=result.compute_seconds,
+            "cloud",
+            "escalated:low_confidence",
+            self._cloud(request),
+            score=decision.score,
+            confidence=conf,
+            escalated=True,
+            local_seconds=result.compute_seconds,
         )
 
     def _stream(self, request: ChatRequest, entry: LedgerEntry) -> Iterator[Any]:
@@ -293,10 +309,17 @@ class Gateway:
                 decision = self.decide(request)
                 route = decision.route
                 if decision.route == "cloud":
-                    deltas, outcome = self._cloud_stream(request), _Outcome("cloud", decision.reason, BackendResult(text=""), score=decision.score)
+                    deltas, outcome = (
+                        self._cloud_stream(request),
+                        _Outcome(
+                            "cloud", decision.reason, BackendResult(text=""), score=decision.score
+                        ),
+                    )
                 elif decision.route == "local":
                     deltas = self.local().stream(request)
-                    outcome = _Outcome("local", decision.reason, BackendResult(text=""), score=decision.score)
+                    outcome = _Outcome(
+                        "local", decision.reason, BackendResult(text=""), score=decision.score
+                    )
                 else:  # cascade: the answer must be complete before we know whether to keep it
                     outcome = self._run(request, decision)
                     deltas = iter([StreamDelta(text=outcome.result.text)])
@@ -317,7 +340,11 @@ class Gateway:
         return itertools.chain([first], holder["it"])
 
     def _emit(
-        self, request: ChatRequest, entry: LedgerEntry, deltas: Iterator[StreamDelta], outcome: _Outcome
+        self,
+        request: ChatRequest,
+        entry: LedgerEntry,
+        deltas: Iterator[StreamDelta],
+        outcome: _Outcome,
     ) -> Iterator[Any]:
         cid = f"chatcmpl-{request.request_id}"
         created = int(time.time())
@@ -341,7 +368,9 @@ class Gateway:
             yield from final_chunk(cid, created, request, outcome.result, info)
         except GeneratorExit:
             if not done:
-                self.fail(entry, ConnectionAbortedError("stream closed by the caller"), outcome.route)
+                self.fail(
+                    entry, ConnectionAbortedError("stream closed by the caller"), outcome.route
+                )
             raise
         except BaseException as exc:
             if not done:
@@ -373,29 +402,45 @@ class Gateway:
 
     async def _arun(self, request: ChatRequest, decision: Decision) -> _Outcome:
         if decision.route == "cloud":
-            return _Outcome("cloud", decision.reason, await self._acloud(request), score=decision.score)
+            return _Outcome(
+                "cloud", decision.reason, await self._acloud(request), score=decision.score
+            )
         try:
             result = await self.local().acomplete(request)
         except LocalModelError as exc:
             log.warning("local backend failed (%s); falling back to cloud", type(exc).__name__)
             return _Outcome(
-                "cloud", f"fallback:{type(exc).__name__}", await self._acloud(request),
-                score=decision.score, escalated=True,
+                "cloud",
+                f"fallback:{type(exc).__name__}",
+                await self._acloud(request),
+                score=decision.score,
+                escalated=True,
             )
         if decision.route == "local":
             return _Outcome(
-                "local", decision.reason, result, score=decision.score,
+                "local",
+                decision.reason,
+                result,
+                score=decision.score,
                 local_seconds=result.compute_seconds,
             )
         keep, conf = self.keep_local(result)
         if keep:
             return _Outcome(
-                "local", f"confident>={self.policy.thresholds.cascade:.2f}", result,
-                score=decision.score, confidence=conf, local_seconds=result.compute_seconds,
+                "local",
+                f"confident>={self.policy.thresholds.cascade:.2f}",
+                result,
+                score=decision.score,
+                confidence=conf,
+                local_seconds=result.compute_seconds,
             )
         return _Outcome(
-            "cloud", "escalated:low_confidence", await self._acloud(request),
-            score=decision.score, confidence=conf, escalated=True,
+            "cloud",
+            "escalated:low_confidence",
+            await self._acloud(request),
+            score=decision.score,
+            confidence=conf,
+            escalated=True,
             local_seconds=result.compute_seconds,
         )
 
@@ -410,10 +455,14 @@ class Gateway:
                 route = decision.route
                 if decision.route == "cloud":
                     deltas = await self._acloud_stream(request)
-                    outcome = _Outcome("cloud", decision.reason, BackendResult(text=""), score=decision.score)
+                    outcome = _Outcome(
+                        "cloud", decision.reason, BackendResult(text=""), score=decision.score
+                    )
                 elif decision.route == "local":
                     deltas = self.local().astream(request)
-                    outcome = _Outcome("local", decision.reason, BackendResult(text=""), score=decision.score)
+                    outcome = _Outcome(
+                        "local", decision.reason, BackendResult(text=""), score=decision.score
+                    )
                 else:
                     outcome = await self._arun(request, decision)
                     deltas = _aiter([StreamDelta(text=outcome.result.text)])
@@ -440,7 +489,11 @@ class Gateway:
         return chain()
 
     async def _aemit(
-        self, request: ChatRequest, entry: LedgerEntry, deltas: AsyncIterator[StreamDelta], outcome: _Outcome
+        self,
+        request: ChatRequest,
+        entry: LedgerEntry,
+        deltas: AsyncIterator[StreamDelta],
+        outcome: _Outcome,
     ) -> AsyncIterator[Any]:
         cid = f"chatcmpl-{request.request_id}"
         created = int(time.time())
@@ -465,7 +518,9 @@ class Gateway:
                 yield c
         except GeneratorExit:
             if not done:
-                self.fail(entry, ConnectionAbortedError("stream closed by the caller"), outcome.route)
+                self.fail(
+                    entry, ConnectionAbortedError("stream closed by the caller"), outcome.route
+                )
             raise
         except BaseException as exc:
             if not done:

@@ -28,7 +28,9 @@ def _usage(result: BackendResult) -> CompletionUsage:
     )
 
 
-def completion(request: ChatRequest, result: BackendResult, info: RouteInfo) -> HybridChatCompletion:
+def completion(
+    request: ChatRequest, result: BackendResult, info: RouteInfo
+) -> HybridChatCompletion:
     message = ChatCompletionMessage(
         role="assistant",
         content=result.text if not result.tool_calls else (result.text or None),

@@ -34,7 +34,9 @@ class RetryConfig:
             raise ValueError("RetryConfig values must be >= 0")
 
 
-def backoff_delay(attempt: int, error: BaseException, config: RetryConfig, rng: random.Random) -> float:
+def backoff_delay(
+    attempt: int, error: BaseException, config: RetryConfig, rng: random.Random
+) -> float:
     """Seconds to wait before attempt ``attempt + 1`` (attempt counts from 0)."""
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None and retry_after >= 0:

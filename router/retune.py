@@ -52,7 +52,9 @@ def labelled_from_ledger(ledger: Any, *, threshold: float = 0.5) -> LabelledSet:
         cloud.append(entry.baseline_cost_usd or entry.cost_usd)
         local.append(label.local_cost_usd)
         conf.append(np.nan if label.local_confidence is None else label.local_confidence)
-    return LabelledSet(prompts, np.array(labels), np.array(cloud), np.array(local), np.array(conf, dtype=float))
+    return LabelledSet(
+        prompts, np.array(labels), np.array(cloud), np.array(local), np.array(conf, dtype=float)
+    )
 
 
 def labelled_from_csv(path: str | Path) -> LabelledSet:
@@ -78,7 +80,9 @@ def labelled_from_csv(path: str | Path) -> LabelledSet:
     )
 
 
-def out_of_fold_scores(prompts: list[str], labels: np.ndarray, *, folds: int = 5, seed: int = 0, **params: Any) -> np.ndarray:
+def out_of_fold_scores(
+    prompts: list[str], labels: np.ndarray, *, folds: int = 5, seed: int = 0, **params: Any
+) -> np.ndarray:
     """Score each prompt with a classifier fitted on the other folds."""
     from router.classifier import DifficultyClassifier
 
@@ -129,21 +133,32 @@ def retune(
     if target == "cascade":
         known = ~np.isnan(data.confidences)
         result = tune_threshold(
-            data.confidences[known], data.labels[known], data.cloud_costs[known], data.local_costs[known], **kwargs
+            data.confidences[known],
+            data.labels[known],
+            data.cloud_costs[known],
+            data.local_costs[known],
+            **kwargs,
         )
-        return Retuned(result, policy.replace(**{"thresholds.cascade": round(result.threshold, 4)}), None)
+        return Retuned(
+            result, policy.replace(**{"thresholds.cascade": round(result.threshold, 4)}), None
+        )
 
     from router.classifier import DifficultyClassifier
 
     n = len(data)
     if min_labels is not None and n < min_labels or n < 2:
-        tune_threshold([0.5] * n, data.labels, data.cloud_costs, data.local_costs, **kwargs)  # raises
+        tune_threshold(
+            [0.5] * n, data.labels, data.cloud_costs, data.local_costs, **kwargs
+        )  # raises
     scores = out_of_fold_scores(data.prompts, data.labels, folds=min(5, max(2, n // 10)), seed=seed)
     result = tune_threshold(scores, data.labels, data.cloud_costs, data.local_costs, **kwargs)
     threshold = round(min(result.threshold, 1.0), 4)
     clf = DifficultyClassifier(threshold=threshold).fit(data.prompts, data.labels)
     clf_path = clf.save(out / "classifier.json")
-    changes: dict[str, Any] = {"thresholds.route": threshold, "classifier": str(Path(clf_path).resolve())}
+    changes: dict[str, Any] = {
+        "thresholds.route": threshold,
+        "classifier": str(Path(clf_path).resolve()),
+    }
     if policy.mode == "hybrid":
         changes["thresholds.hybrid_high"] = threshold
         changes["thresholds.hybrid_low"] = min(policy.thresholds.hybrid_low, threshold)

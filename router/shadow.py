@@ -55,7 +55,9 @@ class ShadowLabeller:
                 self.dropped += 1
                 return False
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hybridgate-shadow")
+                self._pool = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="hybridgate-shadow"
+                )
             future = self._pool.submit(self._label, request, cloud_result)
             self._pending.add(future)
         future.add_done_callback(self._done)

@@ -203,7 +203,9 @@ def build_request(kwargs: Mapping[str, Any], *, default_model: str) -> ChatReque
         raise _fail("tools must be a non-empty list", "tools")
     response_format = kwargs.get("response_format")
     if response_format is not None and not isinstance(response_format, Mapping):
-        raise _fail("response_format must be a dict such as {'type': 'json_object'}", "response_format")
+        raise _fail(
+            "response_format must be a dict such as {'type': 'json_object'}", "response_format"
+        )
 
     timeout = _number(kwargs.get("timeout"), "timeout", 0.0, 86400.0, lo_open=True)
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 
+import platformdirs
 import pytest
+
+MODELS_DIR = os.path.join(platformdirs.user_cache_dir("hybridgate"), "models")
 
 PROVIDER_KEYS = (
     "OPENAI_API_KEY",
@@ -26,4 +29,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPat
         if key.startswith("HYBRIDGATE_") or key in PROVIDER_KEYS:
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("HYBRIDGATE_HOME", str(tmp_path_factory.mktemp("home")))
+    # Converted models are a pure, content-addressed cache: share it across tests and runs so
+    # the real-model tests convert SmolLM2 once per machine, not once per test.
+    monkeypatch.setenv("HYBRIDGATE_MODELS_DIR", MODELS_DIR)
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")

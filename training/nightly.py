@@ -68,7 +68,10 @@ def relabel(
         batch = heldout[i : i + 16]
         t0 = time.perf_counter()
         answers = predict(
-            model, tokenizer, [e.messages for e in batch], system_prompt=system_prompt,
+            model,
+            tokenizer,
+            [e.messages for e in batch],
+            system_prompt=system_prompt,
             allowed_answers=allowed_answers,
         )
         per_item = (time.perf_counter() - t0) / len(batch)
@@ -76,7 +79,10 @@ def relabel(
             name = auto_judge(example.answer)
             score = float(get_judge(name)(answer=answer, reference=example.answer))
             ledger.add_label(
-                example.source_id, judge=name, label=score, local_answer=answer,
+                example.source_id,
+                judge=name,
+                label=score,
+                local_answer=answer,
                 local_cost_usd=per_item * usd_per_hour / 3600,
             )
             n += 1
@@ -92,7 +98,12 @@ def _relabel_set(ledger: Any, heldout: list[Example]) -> list[Example]:
             continue
         seen.add(entry.request_id)
         out.append(
-            Example(messages=tuple(entry.messages), answer=entry.answer, ts=entry.ts, source_id=entry.request_id)
+            Example(
+                messages=tuple(entry.messages),
+                answer=entry.answer,
+                ts=entry.ts,
+                source_id=entry.request_id,
+            )
         )
     return out
 
@@ -134,7 +145,9 @@ def run_distill(
             candidates = [e for e in candidates if len(e.answer) <= max_answer_chars]
         kept, report = filter_examples(candidates)
         dropped = {k: v for k, v in getattr(report, "dropped", {}).items() if v}
-        summary = DistillSummary(status="too_few_examples", n_candidates=len(candidates), dropped=dropped)
+        summary = DistillSummary(
+            status="too_few_examples", n_candidates=len(candidates), dropped=dropped
+        )
         if len(kept) < min_examples:
             summary.gate_reason = f"{len(kept)} usable examples, need {min_examples}"
             summary.seconds = time.perf_counter() - t0
@@ -158,7 +171,10 @@ def run_distill(
         if outcome.decision.promote and do_relabel:
             info = registry.show(outcome.version)
             summary.relabelled = relabel(
-                ledger, _relabel_set(ledger, heldout), base=base, adapter_dir=info.path,
+                ledger,
+                _relabel_set(ledger, heldout),
+                base=base,
+                adapter_dir=info.path,
                 system_prompt=config.system_prompt,
                 allowed_answers=info.metadata.get("allowed_answers"),
                 usd_per_hour=policy.local.usd_per_hour,
@@ -170,15 +186,21 @@ def run_distill(
             out = Path(policy_out) if policy_out else Path(registry.root).parent / "policy.yaml"
             try:
                 tuned = retune(
-                    labelled_from_ledger(ledger), policy.replace(**{"local.adapter": "current"}),
-                    target_quality=target_quality, out_dir=out.parent,
+                    labelled_from_ledger(ledger),
+                    policy.replace(**{"local.adapter": "current"}),
+                    target_quality=target_quality,
+                    out_dir=out.parent,
                 )
                 save_policy(tuned.policy, out)
                 r = tuned.result
                 summary.retune = {
-                    "policy": str(out), "threshold": r.threshold, "expected_quality": r.expected_quality,
-                    "cost_fraction": r.cost_fraction, "local_fraction": r.local_fraction,
-                    "met_target": r.quality_ci[0] >= r.target_quality - 1e-12, "n_labels": r.n_labels,
+                    "policy": str(out),
+                    "threshold": r.threshold,
+                    "expected_quality": r.expected_quality,
+                    "cost_fraction": r.cost_fraction,
+                    "local_fraction": r.local_fraction,
+                    "met_target": r.quality_ci[0] >= r.target_quality - 1e-12,
+                    "n_labels": r.n_labels,
                 }
             except ValueError as exc:  # too few labels to tune: the adapter still serves
                 summary.retune = {"skipped": str(exc)}

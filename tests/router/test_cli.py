@@ -19,16 +19,25 @@ def _seed_ledger(path, n=200, seed=0):
     ledger = Ledger(path)
     for i in range(n):
         easy = i % 2 == 0
-        text = f"what is my card balance please {i}" if easy else f"prove the theorem about primes {i}"
+        text = (
+            f"what is my card balance please {i}" if easy else f"prove the theorem about primes {i}"
+        )
         route = "local" if easy else "cloud"
         ledger.record(
             LedgerEntry(
-                request_id=f"r{i}", ts=time.time(), route=route, cost_usd=0.0001 if easy else 0.002,
-                baseline_cost_usd=0.002, messages=[{"role": "user", "content": text}], answer="x",
+                request_id=f"r{i}",
+                ts=time.time(),
+                route=route,
+                cost_usd=0.0001 if easy else 0.002,
+                baseline_cost_usd=0.002,
+                messages=[{"role": "user", "content": text}],
+                answer="x",
             )
         )
         ok = 1.0 if (easy and rng.random() < 0.97) or (not easy and rng.random() < 0.05) else 0.0
-        ledger.add_label(f"r{i}", judge="exact_match", label=ok, local_answer="y", local_cost_usd=0.0001)
+        ledger.add_label(
+            f"r{i}", judge="exact_match", label=ok, local_answer="y", local_cost_usd=0.0001
+        )
     ledger.close()
 
 
@@ -63,7 +72,9 @@ def test_tune_writes_policy_with_classifier_and_routes_easy_prompts_local(tmp_pa
 
     policy = load_policy(out)
     clf = DifficultyClassifier.load(policy.classifier)
-    p_easy, p_hard = clf.predict_proba(["what is my card balance please", "prove the theorem about primes"])[:, 1]
+    p_easy, p_hard = clf.predict_proba(
+        ["what is my card balance please", "prove the theorem about primes"]
+    )[:, 1]
     assert p_easy >= policy.thresholds.route > p_hard
 
 

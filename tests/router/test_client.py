@@ -34,7 +34,12 @@ def make_policy(replay, mode="cloud", **extra):
     data = {
         "name": "test",
         "mode": mode,
-        "cloud": {"model": MODEL, "api_base": replay.base_url, "timeout_s": 2, "connect_timeout_s": 1},
+        "cloud": {
+            "model": MODEL,
+            "api_base": replay.base_url,
+            "timeout_s": 2,
+            "connect_timeout_s": 1,
+        },
         "local": {"usd_per_hour": 3.6},
         "cache": {"enabled": False},
         "shadow": {"rate": 0.0},
@@ -45,7 +50,9 @@ def make_policy(replay, mode="cloud", **extra):
     return policy_from_dict(data)
 
 
-def make_client(replay, tmp_path, *, mode="cloud", local=None, cls=HybridClient, retries=2, **extra):
+def make_client(
+    replay, tmp_path, *, mode="cloud", local=None, cls=HybridClient, retries=2, **extra
+):
     return cls(
         policy=make_policy(replay, mode, **extra),
         ledger=Ledger(tmp_path / "ledger.sqlite"),
@@ -81,7 +88,9 @@ def test_sync_cloud_roundtrip_returns_openai_types_and_ledgers_cost(replay, tmp_
     assert reply.choices[0].message.content == ANSWER
     assert reply.route.route == "cloud" and reply.route.reason == "policy:cloud"
     assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
-    expected = PriceBook().cloud_cost(MODEL, reply.usage.prompt_tokens, reply.usage.completion_tokens)
+    expected = PriceBook().cloud_cost(
+        MODEL, reply.usage.prompt_tokens, reply.usage.completion_tokens
+    )
     assert reply.route.cost_usd == pytest.approx(expected)
     assert reply.route.baseline_cost_usd == pytest.approx(expected)
     [row] = client.ledger.rows()
@@ -225,7 +234,9 @@ def test_cascade_escalates_low_confidence_and_pays_both(replay, tmp_path):
     reply = client.chat.completions.create(**ask())
     assert reply.route.route == "cloud" and reply.route.escalated
     assert reply.choices[0].message.content == ANSWER
-    cloud_cost = PriceBook().cloud_cost(MODEL, reply.usage.prompt_tokens, reply.usage.completion_tokens)
+    cloud_cost = PriceBook().cloud_cost(
+        MODEL, reply.usage.prompt_tokens, reply.usage.completion_tokens
+    )
     assert reply.route.cost_usd == pytest.approx(cloud_cost + 1.0 * 3.6 / 3600)
     assert client.ledger.rows()[0].reason == "escalated:low_confidence"
 

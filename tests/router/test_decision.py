@@ -26,7 +26,9 @@ def policy(mode="hybrid", **sections):
 
 
 def req(text="hello", **kw):
-    return build_request({"messages": [{"role": "user", "content": text}], **kw}, default_model="gpt-4o-mini")
+    return build_request(
+        {"messages": [{"role": "user", "content": text}], **kw}, default_model="gpt-4o-mini"
+    )
 
 
 @pytest.mark.parametrize(
@@ -50,7 +52,10 @@ def test_tools_and_response_format_go_to_cloud_even_in_local_mode():
     pol = policy("local")
     tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
     assert Decider(pol).decide(req(tools=tools)).reason == "rule:tools"
-    assert Decider(pol).decide(req(response_format={"type": "json_object"})).reason == "rule:response_format"
+    assert (
+        Decider(pol).decide(req(response_format={"type": "json_object"})).reason
+        == "rule:response_format"
+    )
 
 
 def test_forced_routes_by_metadata_and_tags():
@@ -94,7 +99,9 @@ def test_budget_counts_real_ledger_spend(tmp_path):
 
     ledger = Ledger(tmp_path / "l.sqlite")
     ledger.record(LedgerEntry(request_id="a", ts=time.time(), route="cloud", cost_usd=0.4))
-    ledger.record(LedgerEntry(request_id="b", ts=time.time() - 3 * 86400, route="cloud", cost_usd=9))
+    ledger.record(
+        LedgerEntry(request_id="b", ts=time.time() - 3 * 86400, route="cloud", cost_usd=9)
+    )
     ledger.record(LedgerEntry(request_id="c", ts=time.time(), route="local", cost_usd=5))
     from router.gateway import _midnight
 

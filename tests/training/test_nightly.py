@@ -17,7 +17,9 @@ def _ledger(tmp_path, n):
     for i in range(n):
         ledger.record(
             LedgerEntry(
-                request_id=f"r{i}", ts=time.time() + i, route="cloud",
+                request_id=f"r{i}",
+                ts=time.time() + i,
+                route="cloud",
                 messages=[{"role": "user", "content": f"question number {i} about cards"}],
                 answer=f"label_{i % 3}",
             )
@@ -30,7 +32,9 @@ def test_second_concurrent_run_exits_cleanly(tmp_path):
     lock_path = tmp_path / "distill.lock"
     with FileLock(str(lock_path)):
         summary = run_distill(
-            ledger=_ledger(tmp_path, 5), policy=load_policy("default"), registry=registry,
+            ledger=_ledger(tmp_path, 5),
+            policy=load_policy("default"),
+            registry=registry,
             lock_path=lock_path,
         )
     assert summary.status == "locked"
@@ -40,8 +44,11 @@ def test_second_concurrent_run_exits_cleanly(tmp_path):
 def test_too_few_new_examples_is_a_clean_skip(tmp_path):
     registry = AdapterRegistry(tmp_path / "adapters")
     summary = run_distill(
-        ledger=_ledger(tmp_path, 10), policy=load_policy("default"), registry=registry,
-        min_examples=50, lock_path=tmp_path / "l.lock",
+        ledger=_ledger(tmp_path, 10),
+        policy=load_policy("default"),
+        registry=registry,
+        min_examples=50,
+        lock_path=tmp_path / "l.lock",
     )
     assert summary.status == "too_few_examples"
     assert "need 50" in summary.gate_reason
