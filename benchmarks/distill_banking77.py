@@ -37,13 +37,15 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--train-data", type=Path, help="training CSV (text,category); skips the split")
     p.add_argument("--eval-data", type=Path, help="held-out CSV (text,category)")
     p.add_argument("--holdout", type=int, default=1000, help="rows held out of --data (seeded)")
-    p.add_argument("--train-examples", type=int, default=2000)
-    p.add_argument("--eval-examples", type=int, default=500, help="held-out rows scored")
-    p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--train-examples", type=int, default=3000)
+    p.add_argument("--eval-examples", type=int, default=300, help="held-out rows scored")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument(
-        "--targets", default="q_proj,k_proj,v_proj,o_proj", help="comma-separated LoRA modules"
+        "--targets",
+        default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+        help="comma-separated LoRA modules",
     )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--grad-accum", type=int, default=1)

@@ -6,7 +6,7 @@ Run under the shared CPU lock so other heavy jobs do not distort the numbers::
         --precision int8,bf16,fp32 --concurrency 1,4,16,32 --new-tokens 64 --json
 
 Each concurrency level submits N chat prompts at once (greedy, fixed ``max_tokens``, no
-stop strings, eos ignored by giving the prompts open-ended instructions) and reports
+stop strings; counting prompts so the model does not stop before ``--new-tokens``) and reports
 aggregate generated tokens / wall second, mean time-to-first-token (first streamed delta)
 and the process's peak RSS.
 """
@@ -23,15 +23,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-TOPICS = ["the sea", "a cat", "mountains", "a robot", "the moon", "coffee", "trains", "winter"]
-
 
 def _requests(n: int, new_tokens: int):
     from local_models import GenerationRequest
 
     return [
         GenerationRequest(
-            messages=({"role": "user", "content": f"Write a long story about {TOPICS[i % 8]}."},),
+            messages=(
+                {
+                    "role": "user",
+                    "content": f"Count from {i + 1} to {i + 200}, separated by commas.",
+                },
+            ),
             max_tokens=new_tokens,
         )
         for i in range(n)
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="batcher max_wait_ms")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
@@ -112,14 +116,14 @@ def main(argv: list[str] | None = None) -> int:
             precision=precision,
             device="cpu",
             max_batch_size=args.max_batch_size,
-            max_wait_ms=5.0,
+            max_wait_ms=args.max_wait_ms,
             threads=args.threads,
         )
         t0 = time.perf_counter()
         engine = LocalEngine.from_config(config)
         load_s = time.perf_counter() - t0
         with DynamicBatcher(
-            engine, max_batch_size=args.max_batch_size, max_wait_ms=5.0, max_queue=1024
+            engine, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=1024
         ) as batcher:
             _run_level(batcher, 2, 8)  # warm-up
             rows = [_run_level(batcher, n, args.new_tokens) for n in levels]

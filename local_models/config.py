@@ -104,5 +104,6 @@ class GenerationResult:
     token_logprobs: list[float] = field(default_factory=list)
     """log p(token) under the model (temperature 1) for each generated token."""
     compute_seconds: float = 0.0
-    """Wall-clock seconds of the batch this request ran in."""
+    """This request's share of its batch's wall-clock seconds (by prompt + generated tokens);
+    the shares of one batch add up to its wall time, so local cost is not counted N times."""
     adapter_version: str | None = None

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from local_models.answer_sets import AnswerSets, read_answer_sets, traffic_class
 from local_models.config import GenerationRequest, GenerationResult, LocalModelConfig
 from router.errors import InvalidRequest, ModelLoadError
 
@@ -125,6 +126,9 @@ class LocalEngine:
         self._lock = threading.Lock()
         self.adapter_version: str | None = config.adapter_version
         self.adapter_path: str | None = config.adapter_path
+        self.answer_sets: AnswerSets = read_answer_sets(config.adapter_path)
+        """Closed answer sets per traffic class, from the adapter's metadata (may be empty)."""
+        self._tries: dict[tuple[str, ...], dict] = {}
         torch.set_num_threads(config.threads or _default_threads())
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -212,10 +216,12 @@ class LocalEngine:
                 "adapter swap needs a precision that can merge adapters (fp32, bf16, cpu int8)"
             )
         merged = self._convert(_merge_adapter(self._base_factory(), path)).eval()
-        with self._lock:
+        answer_sets = read_answer_sets(path)
+        with self._lock:  # model and its answer sets change together, between batches
             self._model = merged
             self.adapter_path = path
             self.adapter_version = version
+            self.answer_sets = answer_sets
 
     # ------------------------------------------------------------------ prompts
     @staticmethod
@@ -277,8 +283,11 @@ class LocalEngine:
         with self._lock:
             model, version = self._model, self.adapter_version
             start = time.perf_counter()
-            rows = self._decode(model, requests, encoded, on_delta)
+            rows = self._decode(model, requests, encoded, on_delta, self.answer_sets)
             elapsed = time.perf_counter() - start
+        # The batch shared the machine: each request pays its token share of the wall time,
+        # so a batch of 16 costs what it took, not 16x that.
+        total = sum(row.prompt_len + len(row.ids) for row in rows) or 1
         return [
             GenerationResult(
                 text=row.text,
@@ -286,13 +295,18 @@ class LocalEngine:
                 prompt_tokens=row.prompt_len,
                 completion_tokens=len(row.ids),
                 token_logprobs=row.logprobs,
-                compute_seconds=elapsed,
+                compute_seconds=elapsed * (row.prompt_len + len(row.ids)) / total,
                 adapter_version=version,
             )
             for row in rows
         ]
 
-    def _make_rows(self, requests: list[GenerationRequest], encoded: list[list[int]]) -> list[_Row]:
+    def _make_rows(
+        self,
+        requests: list[GenerationRequest],
+        encoded: list[list[int]],
+        answer_sets: AnswerSets,
+    ) -> list[_Row]:
         import torch
 
         rows = []
@@ -305,10 +319,22 @@ class LocalEngine:
                 row.generator.manual_seed(
                     req.seed if req.seed is not None else int(time.time_ns() % 2**63)
                 )
-            if req.allowed_answers is not None:
-                row.trie_node = self._build_trie(req.allowed_answers)
+            allowed = req.allowed_answers
+            if allowed is None and answer_sets:
+                allowed = answer_sets.get(traffic_class(req.messages))
+            if allowed is not None:
+                row.trie_node = self._trie(tuple(allowed))
             rows.append(row)
         return rows
+
+    def _trie(self, answers: tuple[str, ...]) -> dict:
+        """Token trie of ``answers``, built once per answer set (rows only walk it)."""
+        trie = self._tries.get(answers)
+        if trie is None:
+            if len(self._tries) > 64:
+                self._tries.clear()
+            trie = self._tries[answers] = self._build_trie(answers)
+        return trie
 
     def _build_trie(self, answers: tuple[str, ...]) -> dict:
         trie: dict = {}
@@ -325,11 +351,12 @@ class LocalEngine:
         requests: list[GenerationRequest],
         encoded: list[list[int]],
         on_delta: DeltaCallback | None,
+        answer_sets: AnswerSets,
     ) -> list[_Row]:
         import torch
         from transformers import DynamicCache
 
-        rows = self._make_rows(requests, encoded)
+        rows = self._make_rows(requests, encoded, answer_sets)
         dev = self.device
         width = max(len(ids) for ids in encoded)
         input_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)

@@ -26,22 +26,22 @@ _NUMBER_RE = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _SENTENCE_RE = re.compile(r"[.!?]+(?:\s|$)")
 _FRACTION_RE = re.compile(r"\b\d+\s*/\s*\d+\b")
 
-_KEYWORD_PATTERNS: tuple[tuple[str, str], ...] = (
-    ("percent", r"%|\bpercent"),
-    ("fraction", r"\b\d+\s*/\s*\d+\b|\bhalf\b|\bthird\b|\bquarter\b|\bfourth\b"),
-    ("each", r"\beach\b|\bevery\b|\bper\b"),
-    ("times", r"\btimes\b|\btwice\b|\bdouble\b|\btriple\b"),
-    ("money", r"\$|\bdollars?\b|\bcents?\b"),
-    ("time_units", r"\bhours?\b|\bminutes?\b|\bweeks?\b|\bdays?\b|\bmonths?\b|\byears?\b"),
-    ("compare", r"\bmore than\b|\bless than\b|\bfewer\b|\bolder\b|\byounger\b"),
-    ("average", r"\baverage\b|\bmean\b|\bratio\b|\brate\b"),
-    ("remaining", r"\bremain|\bleft\b|\brest\b"),
-    ("question_how_many", r"\bhow many\b|\bhow much\b"),
-)
-# One alternation with a named group per keyword: a single scan per prompt instead of ten.
-_KEYWORD_RE = re.compile(
-    "|".join(f"(?P<{name}>{pattern})" for name, pattern in _KEYWORD_PATTERNS), re.IGNORECASE
-)
+_KEYWORD_WORDS: dict[str, tuple[str, ...]] = {
+    "percent": ("percent", "percentage", "percents"),
+    "fraction": ("half", "third", "thirds", "quarter", "quarters", "fourth"),
+    "each": ("each", "every", "per"),
+    "times": ("times", "twice", "double", "triple"),
+    "money": ("dollar", "dollars", "cent", "cents"),
+    "time_units": ("hour", "hours", "minute", "minutes", "week", "weeks", "day", "days")
+    + ("month", "months", "year", "years"),
+    "compare": ("more than", "less than", "fewer", "older", "younger"),
+    "average": ("average", "mean", "ratio", "rate"),
+    "remaining": ("remain", "remains", "remaining", "remainder", "remained", "left", "rest"),
+    "question_how_many": ("how many", "how much"),
+}
+"""Operation keywords (single words or bigrams) counted per group, looked up in one dict."""
+_KEYWORD_SYMBOLS: dict[str, str] = {"percent": "%", "money": "$"}
+_KEYWORD_GROUP = {word: group for group, words in _KEYWORD_WORDS.items() for word in words}
 
 HAND_FEATURE_NAMES: tuple[str, ...] = (
     "log_chars",
@@ -52,7 +52,7 @@ HAND_FEATURE_NAMES: tuple[str, ...] = (
     "log_largest_number",
     "n_decimals",
     "n_fractions",
-    *(f"kw_{name}" for name, _ in _KEYWORD_PATTERNS),
+    *(f"kw_{name}" for name in _KEYWORD_WORDS),
 )
 """Column order of :func:`hand_features`."""
 
@@ -131,7 +131,15 @@ def hand_features(text: str) -> list[float]:
     values = [_to_float(n) for n in numbers]
     largest = max(values, default=0.0)
     words = _WORD_RE.findall(text)
-    keywords = Counter(m.lastgroup for m in _KEYWORD_RE.finditer(text))
+    n_fractions = len(_FRACTION_RE.findall(text))
+    lowered = [w.lower() for w in words]
+    keywords = Counter(_KEYWORD_GROUP.get(w) for w in lowered)
+    keywords.update(
+        _KEYWORD_GROUP.get(f"{a} {b}") for a, b in zip(lowered, lowered[1:], strict=False)
+    )
+    for group, symbol in _KEYWORD_SYMBOLS.items():
+        keywords[group] += text.count(symbol)
+    keywords["fraction"] += n_fractions
     return [
         math.log1p(len(text)),
         math.log1p(len(words)),
@@ -140,8 +148,8 @@ def hand_features(text: str) -> list[float]:
         float(len(set(values))),
         math.log1p(abs(largest)),
         float(sum("." in n for n in numbers)),
-        float(len(_FRACTION_RE.findall(text))),
-        *(float(keywords[name]) for name, _ in _KEYWORD_PATTERNS),
+        float(n_fractions),
+        *(float(keywords[name]) for name in _KEYWORD_WORDS),
     ]
 
 

@@ -83,6 +83,9 @@ class Gateway:
             max_pending=policy.shadow.max_pending,
             prices=prices,
             usd_per_hour=policy.local.usd_per_hour,
+            cloud=cloud,
+            cloud_model=policy.cloud.model,
+            policy_version=policy.version,
         )
 
     # -- backends ---------------------------------------------------------------------------

@@ -535,14 +535,18 @@ class ShadowConfig:
     rate: float = 0.0
     """Fraction (0..1) of cloud-routed requests also answered locally in the background."""
     judge: str = "auto"
-    """How a shadow answer is compared with the cloud answer (a judge name; ``auto`` picks)."""
+    """How a shadow answer is compared with the cloud answer: a rule judge name, ``auto`` (picks
+    one from the answer's shape) or ``llm`` (asks the cloud model; its cost is in the ledger)."""
     max_pending: int = 64
     """Most shadow jobs queued at once; extra ones are dropped, never slowing real traffic."""
 
     def __post_init__(self) -> None:
         s = self._section
         _set(self, "rate", _number((s, "rate"), self.rate, lo=0, hi=1))
-        _set(self, "judge", _string((s, "judge"), self.judge))
+        from router.judges import JUDGES
+
+        choices = ("auto", "llm", *sorted(JUDGES))
+        _set(self, "judge", _choice((s, "judge"), self.judge, choices))
         _set(self, "max_pending", _integer((s, "max_pending"), self.max_pending, lo=1))
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -24,6 +26,9 @@ class ShadowLabeller:
     >>> labeller = ShadowLabeller(ledger=ledger, local=lambda: local_transport, judge="auto")
     >>> labeller.submit(request, cloud_result)   # returns at once
     >>> labeller.drain()                         # tests: wait for pending work
+
+    ``judge="llm"`` asks the cloud model itself (``router.judges.LLMJudge`` through ``cloud``);
+    that call is paid for, so it gets its own ledger row (reason ``judge``).
     """
 
     def __init__(
@@ -35,6 +40,9 @@ class ShadowLabeller:
         max_pending: int = 64,
         prices: Any = None,
         usd_per_hour: float = 0.0,
+        cloud: Any = None,
+        cloud_model: str = "",
+        policy_version: str = "",
     ) -> None:
         self.ledger = ledger
         self._local = local
@@ -42,6 +50,9 @@ class ShadowLabeller:
         self.max_pending = max_pending
         self._prices = prices
         self._usd_per_hour = usd_per_hour
+        self._cloud = cloud
+        self._cloud_model = cloud_model
+        self._policy_version = policy_version
         self._pool: ThreadPoolExecutor | None = None
         self._pending: set[Future[None]] = set()
         self._lock = threading.Lock()
@@ -74,7 +85,10 @@ class ShadowLabeller:
         try:
             local = self._local().complete(request)
             name = self.judge if self.judge != "auto" else auto_judge(cloud_result.text)
-            label = float(get_judge(name)(answer=local.text, reference=cloud_result.text))
+            if name == "llm":
+                label = self._llm_label(request, local.text, cloud_result.text)
+            else:
+                label = float(get_judge(name)(answer=local.text, reference=cloud_result.text))
             cost = 0.0
             if self._prices is not None:
                 cost = self._prices.local_cost(local.compute_seconds, self._usd_per_hour)
@@ -89,6 +103,54 @@ class ShadowLabeller:
             self.labelled += 1
         except Exception:  # a background sample must never take the gateway down
             log.exception("shadow labelling failed for request %s", request.request_id)
+
+    def _llm_label(self, request: ChatRequest, answer: str, reference: str) -> float:
+        """Judge with the cloud model and record the judge call's cost in the ledger."""
+        from router.judges import LLMJudge
+        from router.ledger import LedgerEntry
+
+        if self._cloud is None:
+            raise ValueError("judge 'llm' needs a cloud transport")
+        question = next(
+            (m.get("content") for m in reversed(request.messages) if m.get("role") == "user"),
+            None,
+        )
+        judge = LLMJudge(self._cloud, model=self._cloud_model)
+        t0 = time.time()
+        entry = LedgerEntry(
+            request_id=f"judge-{uuid.uuid4().hex[:12]}",
+            ts=t0,
+            route="cloud",
+            reason="judge",
+            model=self._cloud_model,
+            requested_model=self._cloud_model,
+            policy_version=self._policy_version,
+            tags={"judged_request": request.request_id},
+        )
+        try:
+            score, result = judge(
+                answer=answer,
+                reference=reference,
+                question=question if isinstance(question, str) else None,
+            )
+            cost = result.cost_usd
+            if cost is None and self._prices is not None:
+                cost = self._prices.cloud_cost(
+                    self._cloud_model, result.prompt_tokens, result.completion_tokens
+                )
+            entry.prompt_tokens = result.prompt_tokens
+            entry.completion_tokens = result.completion_tokens
+            # Baseline stays 0: an all-cloud app would not pay for judging, so it is our overhead.
+            entry.cost_usd = float(cost or 0.0)
+            entry.answer = result.text
+            return score
+        except Exception as exc:
+            entry.error_type = type(exc).__name__
+            entry.error_message = str(exc)
+            raise
+        finally:
+            entry.latency_ms = (time.time() - t0) * 1000
+            self.ledger.record(entry)
 
     def drain(self, timeout: float | None = None) -> None:
         """Wait for queued shadow work (tests, shutdown)."""

@@ -19,7 +19,14 @@ from training.dataset import (
     load_examples,
     time_split,
 )
-from training.evaluate import EvalResult, closed_answer_set, evaluate, exact_match, predict
+from training.evaluate import (
+    EvalResult,
+    answer_sets,
+    closed_answer_set,
+    evaluate,
+    exact_match,
+    predict,
+)
 from training.lora import (
     DryRunEstimate,
     StepInfo,
@@ -46,6 +53,7 @@ __all__ = [
     "TrainResult",
     "TrainingError",
     "build_feature",
+    "answer_sets",
     "closed_answer_set",
     "distill_and_promote",
     "dry_run",

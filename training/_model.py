@@ -68,14 +68,10 @@ def _with_pad(tok: Any) -> Any:
 def prompt_messages(
     messages: Sequence[dict[str, Any]], *, system_prompt: str | None
 ) -> list[dict[str, Any]]:
-    """The messages the chat template sees, at training and serving time alike.
-
-    A conversation that has its own system message is used as is. Otherwise ``system_prompt``
-    is prepended when given; with None there is no system turn, and ``render_chat`` drops the
-    default one templates such as SmolLM2's would inject (the serving engine does the same).
-    """
+    """The messages rendered for the student: ``system_prompt`` is added when the conversation
+    has no system message of its own; None adds nothing."""
     msgs = [dict(m) for m in messages]
-    if (msgs and msgs[0].get("role") == "system") or not system_prompt:
+    if system_prompt is None or (msgs and msgs[0].get("role") == "system"):
         return msgs
     return [{"role": "system", "content": system_prompt}, *msgs]
 
@@ -83,7 +79,12 @@ def prompt_messages(
 def encode_prompt(
     tokenizer: Any, messages: Sequence[dict[str, Any]], *, system_prompt: str | None
 ) -> list[int]:
-    """Token ids of the templated prompt, ending with the assistant-turn header."""
+    """Token ids of the templated prompt, ending with the assistant-turn header.
+
+    Rendering goes through ``local_models.engine.render_chat``, the one definition serving
+    uses (it drops a chat template's injected default system prompt, e.g. SmolLM2's ~17
+    tokens), so the adapter is trained on exactly the text it is served with.
+    """
     from local_models.engine import render_chat
 
     text = render_chat(tokenizer, prompt_messages(messages, system_prompt=system_prompt))

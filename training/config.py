@@ -55,9 +55,9 @@ class LoraTrainingConfig:
     seed: int = 0
     """Seeds adapter init and batch order, so a resumed run replays the same batches."""
     system_prompt: str | None = None
-    """System message added when a conversation has none. None: an empty system turn, which
-    stops chat templates (SmolLM2's) from injecting their long default one; serving must use
-    the same value (it is stored in the adapter's metadata)."""
+    """System message added when a conversation has none. None: no system prompt at all (the
+    template's injected default is dropped, as serving does: fewer tokens). Serving must use
+    the same value; it is stored in the adapter's metadata."""
     checkpoint_every: int = 0
     """Save a resumable checkpoint every this many optimizer steps; 0 saves none."""
     length_grouped: bool = True

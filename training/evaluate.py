@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ class EvalResult:
     """
 
     agreement: float
-    """Share of held-out examples whose greedy answer the judge accepts (0..1)."""
+    """Mean judge score of the greedy answers vs the teacher's (0..1; share agreeing for labels)."""
     loss: float
     """Mean answer-token cross-entropy on the teacher answers (nats; lower is better)."""
     n: int
@@ -55,9 +55,18 @@ def exact_match(answer: str, reference: str) -> bool:
     return _normalize(answer) == _normalize(reference)
 
 
-def default_judge() -> Callable[[str, str], bool]:
-    """The agreement judge: normalized exact match (one place to switch to ``router.judges``)."""
-    return exact_match
+def default_judge() -> Callable[[str, str], float]:
+    """Per-example rule judge chosen from the teacher answer's shape (``router.judges``).
+
+    Labels -> ``label_match``, numbers -> ``final_number``, prose -> ``token_f1``; the score
+    is in [0, 1] and ``EvalResult.agreement`` is its mean.
+    """
+    from router.judges import auto_judge, get_judge
+
+    def judge(answer: str, reference: str) -> float:
+        return float(get_judge(auto_judge(reference))(answer=answer, reference=reference))
+
+    return judge
 
 
 def closed_answer_set(
@@ -90,6 +99,37 @@ def closed_answer_set(
     if not top or covered / len(examples) < min_coverage or covered / len(top) < min_repeats:
         return None
     return sorted(a for a, _ in top)
+
+
+def answer_sets(examples: Sequence[Example], **kwargs: Any) -> dict[str, list[str]]:
+    """Closed answer sets per traffic class (requests sharing a system prompt).
+
+    Mixed traffic — intent labels under one system prompt, free-form math without one — has no
+    closed set as a whole, but its label class does. Keys are
+    ``local_models.answer_sets.traffic_class``; classes with open-ended answers are left out.
+    ``kwargs`` go to :func:`closed_answer_set`.
+    """
+    from local_models.answer_sets import traffic_class
+
+    groups: dict[str, list[Example]] = {}
+    for e in examples:
+        groups.setdefault(traffic_class(e.messages), []).append(e)
+    found = {key: closed_answer_set(group, **kwargs) for key, group in groups.items()}
+    return {key: labels for key, labels in found.items() if labels}
+
+
+def _allowed_per_example(
+    messages_list: Sequence[Sequence[dict[str, Any]]],
+    allowed_answers: Sequence[str] | None,
+    answer_sets: Mapping[str, Sequence[str]] | None,
+) -> list[tuple[str, ...] | None]:
+    """One answer set (or None) per conversation: a global set wins over per-class sets."""
+    from local_models.answer_sets import traffic_class
+
+    if allowed_answers:
+        return [tuple(allowed_answers)] * len(messages_list)
+    sets = answer_sets or {}
+    return [tuple(a) if (a := sets.get(traffic_class(m))) else None for m in messages_list]
 
 
 class _Trie:
@@ -127,7 +167,8 @@ def evaluate(
     adapter_dir: str | Path | None = None,
     system_prompt: str | None = None,
     allowed_answers: Sequence[str] | None = None,
-    judge: Callable[[str, str], bool] | None = None,
+    answer_sets: Mapping[str, Sequence[str]] | None = None,
+    judge: Callable[[str, str], float] | None = None,
     batch_size: int = 32,
     max_new_tokens: int = 32,
 ) -> EvalResult:
@@ -140,8 +181,11 @@ def evaluate(
         tokenizer: needed when a model object is given.
         adapter_dir: PEFT adapter to apply; None evaluates the model as given.
         system_prompt: same value the adapter was trained with.
-        allowed_answers: decode constrained to these answers (see ``closed_answer_set``).
-        judge: ``(answer, reference) -> bool``; default ``default_judge()``.
+        allowed_answers: decode every example constrained to these answers (see
+            ``closed_answer_set``).
+        answer_sets: per traffic class answer sets (see ``answer_sets``), as served.
+        judge: ``(answer, reference) -> score in [0, 1]`` (bools work); default
+            ``default_judge()``.
         batch_size: sequences per forward pass.
         max_new_tokens: decode limit for free (unconstrained) decoding.
 
@@ -161,13 +205,13 @@ def evaluate(
     model.eval()
     judge = judge or default_judge()
     prompts = [encode_prompt(tok, e.messages, system_prompt=system_prompt) for e in examples]
-    trie = _Trie([encode_answer(tok, a) for a in allowed_answers]) if allowed_answers else None
-    order = sorted(range(len(examples)), key=lambda i: len(prompts[i]))
+    allowed = _allowed_per_example([e.messages for e in examples], allowed_answers, answer_sets)
+    tries = _tries(tok, allowed)
     preds: dict[int, str] = {}
     loss_sum, loss_n = 0.0, 0
     with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in _batches(allowed, [len(p) for p in prompts], batch_size):
+            trie = tries.get(allowed[idx[0]])
             feats = [
                 Feature(
                     input_ids=prompts[i] + (ans := encode_answer(tok, examples[i].answer)),
@@ -184,7 +228,7 @@ def evaluate(
                 preds[i] = text
     if was_training:
         model.train()
-    agree = sum(judge(preds[i], examples[i].answer) for i in range(len(examples)))
+    agree = sum(float(judge(preds[i], examples[i].answer)) for i in range(len(examples)))
     return EvalResult(
         agreement=agree / len(examples), loss=loss_sum / max(loss_n, 1), n=len(examples)
     )
@@ -197,17 +241,47 @@ def predict(
     *,
     system_prompt: str | None = None,
     allowed_answers: Sequence[str] | None = None,
+    answer_sets: Mapping[str, Sequence[str]] | None = None,
     max_new_tokens: int = 32,
 ) -> list[str]:
-    """Greedy answers for a batch of conversations (optionally constrained to a closed set)."""
+    """Greedy answers for a batch of conversations, constrained where a closed set applies
+    (``allowed_answers`` for all, else ``answer_sets`` per traffic class)."""
     import torch
 
     prompts = [encode_prompt(tokenizer, m, system_prompt=system_prompt) for m in messages_list]
-    trie = (
-        _Trie([encode_answer(tokenizer, a) for a in allowed_answers]) if allowed_answers else None
-    )
+    allowed = _allowed_per_example(messages_list, allowed_answers, answer_sets)
+    tries = _tries(tokenizer, allowed)
+    out: list[str] = [""] * len(prompts)
     with torch.no_grad():
-        return _greedy(model, tokenizer, prompts, trie, max_new_tokens)
+        for idx in _batches(allowed, [len(p) for p in prompts], len(prompts)):
+            texts = _greedy(
+                model,
+                tokenizer,
+                [prompts[i] for i in idx],
+                tries.get(allowed[idx[0]]),
+                max_new_tokens,
+            )
+            for i, text in zip(idx, texts, strict=True):
+                out[i] = text
+    return out
+
+
+def _tries(tok: Any, allowed: Sequence[tuple[str, ...] | None]) -> dict[tuple[str, ...], _Trie]:
+    return {a: _Trie([encode_answer(tok, x) for x in a]) for a in set(allowed) if a is not None}
+
+
+def _batches(
+    allowed: Sequence[tuple[str, ...] | None], lengths: Sequence[int], batch_size: int
+) -> list[list[int]]:
+    """Index batches that share one answer set, similar lengths together (less padding)."""
+    groups: dict[tuple[str, ...] | None, list[int]] = {}
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        groups.setdefault(allowed[i], []).append(i)
+    return [
+        group[start : start + batch_size]
+        for group in groups.values()
+        for start in range(0, len(group), batch_size)
+    ]
 
 
 def _greedy(

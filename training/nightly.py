@@ -47,7 +47,7 @@ def relabel(
     base: str,
     adapter_dir: str | Path,
     system_prompt: str | None,
-    allowed_answers: list[str] | None,
+    answer_sets: dict[str, list[str]] | None,
     usd_per_hour: float,
 ) -> int:
     """Re-answer held-out prompts with the new adapter and store fresh labels in the ledger.
@@ -72,7 +72,7 @@ def relabel(
             tokenizer,
             [e.messages for e in batch],
             system_prompt=system_prompt,
-            allowed_answers=allowed_answers,
+            answer_sets=answer_sets,
         )
         per_item = (time.perf_counter() - t0) / len(batch)
         for example, answer in zip(batch, answers, strict=True):
@@ -176,7 +176,7 @@ def run_distill(
                 base=base,
                 adapter_dir=info.path,
                 system_prompt=config.system_prompt,
-                allowed_answers=info.metadata.get("allowed_answers"),
+                answer_sets=info.metadata.get("answer_sets"),
                 usd_per_hour=policy.local.usd_per_hour,
             )
         if outcome.decision.promote and do_retune:

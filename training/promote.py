@@ -15,7 +15,7 @@ from pathlib import Path
 from training._model import hash_model_files, resolve_base
 from training.config import LoraTrainingConfig
 from training.dataset import Example
-from training.evaluate import EvalResult, closed_answer_set, evaluate
+from training.evaluate import EvalResult, answer_sets, evaluate
 from training.lora import StepInfo, train_lora
 from training.registry import AdapterRegistry
 
@@ -127,7 +127,7 @@ def distill_and_promote(
     """
     if not isinstance(base, str | Path):
         raise TypeError("distill_and_promote needs a model spec or directory, not a model object")
-    allowed = closed_answer_set(train)  # from training rows only
+    sets = answer_sets(train)  # per traffic class, from training rows only
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         out = Path(tmp) / "candidate"
         res = train_lora(
@@ -139,7 +139,7 @@ def distill_and_promote(
             callbacks=callbacks,
             resume=False,
         )
-        kw = {"system_prompt": config.system_prompt, "allowed_answers": allowed}
+        kw = {"system_prompt": config.system_prompt, "answer_sets": sets}
         cand = evaluate(base, heldout, adapter_dir=out, **kw)
         cur_info = registry.current()
         current = None
@@ -161,7 +161,7 @@ def distill_and_promote(
             "gate": {"promote": decision.promote, "reason": decision.reason},
             "config": config.to_dict(),
             "system_prompt": config.system_prompt,
-            "allowed_answers": allowed,
+            "answer_sets": sets,
         }
         version = registry.register(out, metadata)
     if decision.promote:

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from local_models.answer_sets import ADAPTER_METADATA_FILE
 from training._errors import RegistryError
 
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 CURRENT_FILE = "CURRENT"
 HISTORY_FILE = "history.json"
-METADATA_FILE = "metadata.json"
+METADATA_FILE = ADAPTER_METADATA_FILE
 
 
 def default_root() -> Path:

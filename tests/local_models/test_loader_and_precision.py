@@ -70,7 +70,8 @@ def test_unknown_spec_and_non_model_dir(tmp_path):
         resolve_model(str(tmp_path))
 
 
-def test_corrupt_gguf_is_a_model_load_error_and_leaves_no_cache(tmp_path):
+def test_corrupt_gguf_is_a_model_load_error_and_leaves_no_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRIDGATE_MODELS_DIR", str(tmp_path / "cache"))
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + b"\x00" * 64)
     with pytest.raises(ModelLoadError, match="corrupt"):
@@ -87,8 +88,11 @@ def test_corrupt_safetensors_dir_is_a_model_load_error(tmp_path, tiny_model):
 
 
 def test_cache_dir_follows_hybridgate_home(monkeypatch, tmp_path):
+    monkeypatch.delenv("HYBRIDGATE_MODELS_DIR", raising=False)
     monkeypatch.setenv("HYBRIDGATE_HOME", str(tmp_path))
     assert loader.models_cache_dir() == tmp_path / "models"
+    monkeypatch.setenv("HYBRIDGATE_MODELS_DIR", str(tmp_path / "m"))
+    assert loader.models_cache_dir() == tmp_path / "m"
 
 
 def test_safetensors_dir_roundtrip_loads(tmp_path, tiny_model, tokenizer):

@@ -153,3 +153,42 @@ def test_request_validation_names_the_problem():
         GenerationRequest(messages=user("x"), max_tokens=0)
     with pytest.raises(ValueError, match="top_p"):
         GenerationRequest(messages=user("x"), top_p=0)
+
+
+def test_adapter_answer_sets_constrain_their_traffic_class_only(make_engine, make_adapter):
+    import json
+    from pathlib import Path
+
+    labels = ["refund_request", "card_lost", "balance"]
+    system = "Reply with the intent label only."
+    path = make_adapter("labelled", seed=3)
+    (Path(path) / "metadata.json").write_text(json.dumps({"answer_sets": {system: labels}}))
+    engine = make_engine()
+    assert engine.answer_sets == {}
+    engine.swap_adapter(path, version="v0002")
+    assert engine.answer_sets == {system: tuple(labels)}
+    labelled = (
+        {"role": "system", "content": system},
+        {"role": "user", "content": "I lost my card"},
+    )
+    free = user("I lost my card")
+    outs = engine.generate(
+        [
+            GenerationRequest(messages=labelled, max_tokens=20),
+            GenerationRequest(messages=free, max_tokens=20),
+        ]
+    )
+    assert outs[0].text in labels and outs[0].finish_reason == "stop"
+    assert outs[1].text not in labels  # random weights ramble when unconstrained
+
+
+def test_batch_compute_time_is_shared_not_duplicated(make_engine):
+    import time
+
+    engine = make_engine()
+    reqs = [GenerationRequest(messages=user(f"tell me {i}"), max_tokens=6) for i in range(4)]
+    t0 = time.perf_counter()
+    outs = engine.generate(reqs)
+    wall = time.perf_counter() - t0
+    assert all(o.compute_seconds > 0 for o in outs)
+    assert sum(o.compute_seconds for o in outs) <= wall

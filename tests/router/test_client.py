@@ -284,3 +284,29 @@ def test_shadow_labelling_never_blocks_the_caller(replay, tmp_path):
     [(entry, label)] = client.ledger.labelled()
     assert entry.request_id == reply.route.request_id
     assert label.label == 1.0 and label.local_answer == ANSWER
+
+
+def test_llm_judge_labels_through_the_cloud_and_is_costed(tmp_path):
+    with ReplayCloud({QUESTION: ANSWER}, default_answer="yes") as cloud:
+        client = make_client(
+            cloud,
+            tmp_path,
+            local=local_answer("Paris is the capital."),
+            shadow__rate=1.0,
+            shadow__judge="llm",
+        )
+        reply = client.chat.completions.create(**ask())
+        client.shadow.drain(timeout=10)
+    [(entry, label)] = client.ledger.labelled()
+    assert entry.request_id == reply.route.request_id
+    assert label.judge == "llm" and label.label == 1.0
+    judge_rows = [r for r in client.ledger.rows() if r.reason == "judge"]
+    assert len(judge_rows) == 1 and judge_rows[0].cost_usd > 0
+    assert judge_rows[0].baseline_cost_usd == 0  # judging is hybridgate's overhead
+
+
+def test_unknown_shadow_judge_is_a_policy_error(replay):
+    from router.errors import PolicyError
+
+    with pytest.raises(PolicyError, match="judge"):
+        make_policy(replay, shadow__judge="fuzzy")

@@ -6,11 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.dataset import Example
-
 TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "tokenizer"
-
-LABELS = ("card_arrival", "lost_card", "top_up_failed")
 
 
 @pytest.fixture(scope="session")
@@ -37,17 +33,3 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
-
-
-def make_examples(n: int, *, start_ts: float = 0.0) -> list[Example]:
-    """Label-style traffic: prompt i gets label i % 3 (distinct prompts, ascending ts)."""
-    prompts = ("where is my new card {}", "I lost my card number {}", "my top up {} failed")
-    return [
-        Example(
-            messages=({"role": "user", "content": prompts[i % 3].format(i)},),
-            answer=LABELS[i % 3],
-            ts=start_ts + i,
-            source_id=f"t{i}",
-        )
-        for i in range(n)
-    ]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import LABELS, make_examples
+from tests.training.helpers import LABELS, make_examples
 from training import EvalResult, closed_answer_set, evaluate, exact_match, predict
 from training.dataset import Example
 
@@ -54,3 +54,48 @@ def test_evaluate_scores_agreement_and_loss(tiny_model_dir: Path) -> None:
     assert never.agreement == 0.0 and never.loss == pytest.approx(res.loss)
     with pytest.raises(ValueError, match="held-out"):
         evaluate(str(tiny_model_dir), [])
+
+
+def test_default_judge_picks_by_answer_shape() -> None:
+    from training.evaluate import default_judge
+
+    judge = default_judge()
+    assert judge("Card_Arrival", "card_arrival") == 1.0
+    assert judge("lost_card", "card_arrival") == 0.0
+    assert judge("so the total is 42.", "step one... #### 42") == 1.0
+
+
+def test_answer_sets_are_found_per_traffic_class() -> None:
+    from training import answer_sets
+
+    system = {"role": "system", "content": "Reply with the intent only."}
+    labelled = [
+        Example(messages=(system, *e.messages), answer=e.answer, ts=e.ts, source_id=e.source_id)
+        for e in make_examples(30)
+    ]
+    free = [
+        Example(
+            messages=({"role": "user", "content": f"what is {i} + {i}?"},),
+            answer=f"{i} + {i} = {2 * i}",
+            ts=100 + i,
+            source_id=f"m{i}",
+        )
+        for i in range(30)
+    ]
+    sets = answer_sets(labelled + free)
+    assert sets == {"Reply with the intent only.": sorted(LABELS)}
+    assert closed_answer_set(labelled + free) is None  # mixed traffic has no set as a whole
+
+
+def test_predict_constrains_only_the_classes_with_a_set(tiny_model_dir: Path) -> None:
+    from training._model import load_trainable
+
+    model, tok, _ = load_trainable(str(tiny_model_dir))
+    system = {"role": "system", "content": "Label it."}
+    convs = [
+        (system, {"role": "user", "content": "where is my card"}),
+        ({"role": "user", "content": "where is my card"},),
+    ]
+    got = predict(model, tok, convs, answer_sets={"Label it.": list(LABELS)})
+    assert got[0] in LABELS
+    assert got[1] not in LABELS

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import make_examples
+from tests.training.helpers import make_examples
 from training import LoraTrainingConfig, TrainingError, build_feature, dry_run, train_lora
 from training.lora import IGNORE_INDEX, answer_loss, collate_left, length_grouped_batches
 
@@ -188,3 +188,13 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_model_dir: Path, tmp_path
     assert a.keys() == b.keys()
     for k in a:
         assert (a[k] - b[k]).abs().max() < 1e-5, k
+
+
+def test_training_prompt_is_the_serving_prompt(tiny_model_dir: Path) -> None:
+    from local_models.engine import render_chat
+
+    tok = _tok(tiny_model_dir)
+    (ex,) = make_examples(1)
+    feat = build_feature(tok, ex, config=FAST)
+    n_prompt = feat.labels.index(next(t for t in feat.labels if t != IGNORE_INDEX))
+    assert tok.decode(feat.input_ids[:n_prompt]) == render_chat(tok, ex.messages)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import make_examples
+from tests.training.helpers import make_examples
 from training import (
     AdapterRegistry,
     EvalResult,
