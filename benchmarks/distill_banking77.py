@@ -1,7 +1,12 @@
 """Distil Banking77 labels into SmolLM2-135M with LoRA and measure held-out agreement.
 
 The teacher is the gold label (what a strong cloud model answers on this traffic). Reports
-student agreement on held-out rows before and after training, training time and tokens/s.
+student agreement on held-out rows before and after training, training time and tokens/s, and
+the end-to-end cost of a cascade (answer locally, keep the answer when the student's confidence
+clears the threshold, else pay the cloud too) versus all-cloud. The threshold is tuned on one
+half of the held-out rows to ``--target-quality`` and applied to the other half (2-fold, so no
+row scores the threshold it was tuned on); cloud calls are priced as ``--cloud-model`` with
+cl100k token counts, local ones as measured wall seconds x ``--usd-per-hour``.
 
     flock /tmp/hybridgate-cpu.lock python benchmarks/distill_banking77.py --json
 
@@ -16,6 +21,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,7 +44,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--eval-data", type=Path, help="held-out CSV (text,category)")
     p.add_argument("--holdout", type=int, default=1000, help="rows held out of --data (seeded)")
     p.add_argument("--train-examples", type=int, default=3000)
-    p.add_argument("--eval-examples", type=int, default=300, help="held-out rows scored")
+    p.add_argument("--eval-examples", type=int, default=1000, help="held-out rows scored")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--rank", type=int, default=8)
@@ -56,8 +62,86 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--output-dir", type=Path, default=ROOT / ".bench" / "distill_banking77")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-quality", type=float, default=0.97)
+    p.add_argument("--cloud-model", default="gpt-4o-mini", help="prices the all-cloud baseline")
+    p.add_argument("--usd-per-hour", type=float, default=0.10, help="local hardware price")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args()
+
+
+def cascade_costs(
+    model_spec: str, adapter_dir: Path, heldout: list, labels: list[str] | None, args: Any
+) -> dict[str, Any]:
+    """Per-row correctness, confidence and costs -> 2-fold tuned cascade cost vs all-cloud."""
+    import numpy as np
+    from peft import PeftModel
+
+    from router.confidence import confidence
+    from router.judges import label_match
+    from router.pricing import PriceBook
+    from router.replay import count_prompt_tokens, count_text_tokens
+    from router.tuning import tune_threshold
+    from training._model import load_trainable
+    from training.evaluate import answer_logprobs, predict
+
+    model, tok, _ = load_trainable(model_spec)
+    model = PeftModel.from_pretrained(model, str(adapter_dir)).eval()
+    prices = PriceBook()
+    ok, conf, cloud, local = [], [], [], []
+    for i in range(0, len(heldout), 32):
+        batch = heldout[i : i + 32]
+        convs = [e.messages for e in batch]
+        t0 = time.perf_counter()
+        answers = predict(
+            model, tok, convs, system_prompt=args.system_prompt, allowed_answers=labels
+        )
+        lps = answer_logprobs(model, tok, convs, answers, system_prompt=args.system_prompt)
+        per_row = (time.perf_counter() - t0) / len(batch)
+        for e, answer, lp in zip(batch, answers, lps, strict=True):
+            ok.append(int(label_match(answer=answer, reference=e.answer)))
+            conf.append(confidence(lp))
+            cloud.append(
+                prices.cloud_cost(
+                    args.cloud_model,
+                    count_prompt_tokens(list(e.messages)),
+                    count_text_tokens(e.answer),
+                )
+            )
+            local.append(per_row * args.usd_per_hour / 3600)
+    y, c, cl, lo = (np.array(v, dtype=float) for v in (ok, conf, cloud, local))
+    order = np.random.default_rng(args.seed).permutation(len(y))
+    folds = [order[: len(y) // 2], order[len(y) // 2 :]]
+    spent = quality = 0.0
+    thresholds = []
+    for tune_idx, test_idx in (folds, folds[::-1]):
+        r = tune_threshold(
+            c[tune_idx],
+            y[tune_idx].astype(int),
+            cl[tune_idx] + lo[tune_idx],  # an escalated row paid the local try and the cloud
+            lo[tune_idx],
+            target_quality=args.target_quality,
+            min_labels=50,
+        )
+        thresholds.append(r.threshold)
+        keep = c[test_idx] >= r.threshold
+        spent += float(np.where(keep, lo[test_idx], lo[test_idx] + cl[test_idx]).sum())
+        quality += float(np.where(keep, y[test_idx], 1.0).sum())
+    return {
+        "cascade_thresholds": [round(t, 4) for t in thresholds],
+        "cascade_cost_ratio": round(spent / float(cl.sum()), 4),
+        "cascade_quality": round(quality / len(y), 4),
+        "cascade_local_share": round(
+            float(
+                np.mean(
+                    np.concatenate([c[folds[1]] >= thresholds[0], c[folds[0]] >= thresholds[1]])
+                )
+            ),
+            4,
+        ),
+        "cloud_model": args.cloud_model,
+        "local_usd_per_row": round(float(lo.mean()), 8),
+        "cloud_usd_per_row": round(float(cl.mean()), 8),
+    }
 
 
 def main() -> None:
@@ -102,6 +186,7 @@ def main() -> None:
     t = time.perf_counter()
     after = evaluate(args.model, heldout, adapter_dir=res.adapter_dir, **eval_kw)
     after_s = time.perf_counter() - t
+    cascade = cascade_costs(args.model, Path(res.adapter_dir), heldout, labels, args)
     report = {
         "train_examples": len(train),
         "eval_examples": len(heldout),
@@ -117,6 +202,7 @@ def main() -> None:
         "final_train_loss": res.final_loss,
         "eval_seconds_after": round(after_s, 1),
         "eval_seconds_before": round(before_s, 1) if before else None,
+        **cascade,
     }
     if args.json:
         print(json.dumps(report))

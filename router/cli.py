@@ -356,7 +356,9 @@ def distill(
     max_train: int | None = typer.Option(
         None, "--max-train", help="Train on at most this many (newest) examples."
     ),
-    epochs: float | None = typer.Option(None, "--epochs"),
+    epochs: float | None = typer.Option(
+        None, "--epochs", help="LoRA epochs [default: picked for the data and hardware]."
+    ),
     target_quality: float = typer.Option(
         0.97, "--target-quality", help="For the retune after a promotion."
     ),
@@ -384,11 +386,6 @@ def distill(
             typer.echo("no ledger yet; nothing to distil")
             return
         _fail(f"no ledger at {path}: send traffic through the gateway first")
-    config = None
-    if epochs is not None:
-        from training.config import LoraTrainingConfig
-
-        config = dataclasses.replace(LoraTrainingConfig(), epochs=epochs)
     with Ledger(path) as led:
         if dry_run:
             from training.dataset import examples_from_ledger, filter_examples
@@ -398,11 +395,12 @@ def distill(
             typer.echo(str(report))
             if not kept:
                 _fail("no usable examples in the ledger")
-            if config is None:
-                from training.config import hardware_defaults
+            from training.config import hardware_defaults
 
-                avg = sum(len(e.prompt_text) + len(e.answer) for e in kept) / len(kept) / 4
-                config = hardware_defaults(len(kept), avg + 16)
+            avg = sum(len(e.prompt_text) + len(e.answer) for e in kept) / len(kept) / 4
+            config = hardware_defaults(len(kept), avg + 16)
+            if epochs is not None:
+                config = dataclasses.replace(config, epochs=epochs)
             typer.echo(config.describe())
             typer.echo(
                 str(estimate(pol.local.model, kept, config, usd_per_hour=pol.local.usd_per_hour))
@@ -414,7 +412,7 @@ def distill(
             min_examples=min_examples,
             since=start,
             max_train=max_train,
-            config=config,
+            epochs=epochs,
             target_quality=target_quality,
             policy_out=_home() / "policy.yaml",
             progress=not as_json,
@@ -439,13 +437,15 @@ def distill(
 
 @app.command()
 def demo(
-    requests: int = typer.Option(400, "--requests", help="Requests per phase (before / after)."),
+    requests: int = typer.Option(1000, "--requests", help="Requests per phase (before / after)."),
     train_examples: int = typer.Option(
-        600, "--train-examples", help="At most this many distillation examples."
+        1000, "--train-examples", help="At most this many distillation examples."
     ),
-    epochs: float | None = typer.Option(
-        None, "--epochs", help="LoRA epochs (default: picked for the data)."
+    epochs: float = typer.Option(1.0, "--epochs", help="LoRA epochs over the examples."),
+    gsm_share: float = typer.Option(
+        0.05, "--gsm-share", help="Share of GSM8K math in the traffic (the rest: Banking77)."
     ),
+    concurrency: int = typer.Option(8, "--concurrency", help="Requests in flight at once."),
     home: Path | None = typer.Option(
         None,
         "--home",
@@ -463,6 +463,8 @@ def demo(
         requests=requests,
         train_examples=train_examples,
         epochs=epochs,
+        gsm_share=gsm_share,
+        concurrency=concurrency,
         seed=seed,
         say=typer.echo,
     )
@@ -471,6 +473,13 @@ def demo(
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(render_table(result.before))
     console.print(render_table(result.after))
+    before, after = result.before.totals, result.after.totals
+    typer.echo(
+        f"before: cost {before.cost_usd / max(before.baseline_cost_usd, 1e-12):.1%} of all-cloud; "
+        f"after: cost {after.cost_usd / max(after.baseline_cost_usd, 1e-12):.1%} of all-cloud, "
+        f"{result.local_share_after:.0%} answered locally, quality {result.quality_after:.1%} "
+        f"of all-cloud, student agreement {result.agreement_after:.1%} on its local answers"
+    )
     typer.echo(f"demo finished in {result.seconds:.0f} s; ledger at {where / 'ledger.sqlite'}")
 
 
@@ -525,7 +534,7 @@ def adapters_show(version: str, root: Path | None = RootOpt) -> None:
 
 @adapters_app.command("promote")
 def adapters_promote(version: str, root: Path | None = RootOpt) -> None:
-    """Make VERSION the serving adapter (atomic switch; running gateways pick it up on reload)."""
+    """Make VERSION the serving adapter (atomic switch; running gateways follow within seconds)."""
     from router.errors import HybridGateError
 
     try:

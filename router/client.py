@@ -105,6 +105,7 @@ class HybridClient:
             classifier=classifier if classifier is not None else _classifier(policy),
             retrier=Retrier(retry, seed=seed),
             seed=seed,
+            adapter_watcher=_adapter_watcher(policy, local),
         )
         self.chat = _Chat(self._gateway, is_async=self._is_async)
 
@@ -187,6 +188,15 @@ def _local_factory(policy: RoutingPolicy, local: Any) -> Any:
         return LocalTransport.from_config(config)
 
     return build
+
+
+def _adapter_watcher(policy: RoutingPolicy, local: Any) -> Any:
+    """With ``local.adapter: current``, follow promotions made while this client runs."""
+    if local is not None or policy.local.adapter != "current":
+        return None
+    from router.adapter_watch import CurrentAdapterWatcher, registry_current
+
+    return CurrentAdapterWatcher(registry_current())
 
 
 def _adapter(spec: str | None) -> tuple[str | None, str | None]:

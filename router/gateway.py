@@ -60,6 +60,7 @@ class Gateway:
         retrier: Retrier,
         judge: str | None = None,
         seed: int | None = None,
+        adapter_watcher: Any = None,
     ) -> None:
         self.policy = policy
         self.ledger = ledger
@@ -71,6 +72,7 @@ class Gateway:
         self._local: Any = None
         self._local_lock = threading.Lock()
         self._rng = random.Random(seed)
+        self.adapter_watcher = adapter_watcher
         self.decider = Decider(
             policy,
             classifier=classifier,
@@ -97,6 +99,8 @@ class Gateway:
                     if self._local_factory is None:
                         raise LocalModelError("no local model is configured for this client")
                     self._local = self._local_factory()
+        if self.adapter_watcher is not None:  # a promotion made elsewhere reaches us here
+            self.adapter_watcher.poll(self._local)
         return self._local
 
     @property
@@ -158,6 +162,35 @@ class Gateway:
 
     def decide(self, request: ChatRequest) -> Decision:
         return self.decider.decide(request)
+
+    def _kept_locally(
+        self, decision: Any, result: BackendResult
+    ) -> tuple[_Outcome | None, float | None]:
+        """The local outcome when the local answer stands (routed local, or confident enough);
+        else None and the confidence that made the cascade escalate."""
+        if decision.route == "local":
+            return (
+                _Outcome(
+                    "local",
+                    decision.reason,
+                    result,
+                    score=decision.score,
+                    local_seconds=result.compute_seconds,
+                ),
+                None,
+            )
+        keep, conf = self.keep_local(result)
+        if not keep:
+            return None, conf
+        outcome = _Outcome(
+            "local",
+            f"confident>={self.policy.thresholds.cascade:.2f}",
+            result,
+            score=decision.score,
+            confidence=conf,
+            local_seconds=result.compute_seconds,
+        )
+        return outcome, conf
 
     def keep_local(self, result: BackendResult) -> tuple[bool, float]:
         conf = answer_confidence(result.token_logprobs or [])
@@ -274,24 +307,9 @@ class Gateway:
                 score=decision.score,
                 escalated=True,
             )
-        if decision.route == "local":
-            return _Outcome(
-                "local",
-                decision.reason,
-                result,
-                score=decision.score,
-                local_seconds=result.compute_seconds,
-            )
-        keep, conf = self.keep_local(result)
-        if keep:
-            return _Outcome(
-                "local",
-                f"confident>={self.policy.thresholds.cascade:.2f}",
-                result,
-                score=decision.score,
-                confidence=conf,
-                local_seconds=result.compute_seconds,
-            )
+        kept, conf = self._kept_locally(decision, result)
+        if kept is not None:
+            return kept
         return _Outcome(
             "cloud",
             "escalated:low_confidence",
@@ -419,24 +437,9 @@ class Gateway:
                 score=decision.score,
                 escalated=True,
             )
-        if decision.route == "local":
-            return _Outcome(
-                "local",
-                decision.reason,
-                result,
-                score=decision.score,
-                local_seconds=result.compute_seconds,
-            )
-        keep, conf = self.keep_local(result)
-        if keep:
-            return _Outcome(
-                "local",
-                f"confident>={self.policy.thresholds.cascade:.2f}",
-                result,
-                score=decision.score,
-                confidence=conf,
-                local_seconds=result.compute_seconds,
-            )
+        kept, conf = self._kept_locally(decision, result)
+        if kept is not None:
+            return kept
         return _Outcome(
             "cloud",
             "escalated:low_confidence",

@@ -137,10 +137,11 @@ def retune(
     out.mkdir(parents=True, exist_ok=True)
     if target == "cascade":
         known = ~np.isnan(data.confidences)
+        # An escalated request paid for the local attempt and then the cloud.
         result = tune_threshold(
             data.confidences[known],
             data.labels[known],
-            data.cloud_costs[known],
+            data.cloud_costs[known] + data.local_costs[known],
             data.local_costs[known],
             **kwargs,
         )

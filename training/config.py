@@ -10,6 +10,15 @@ from typing import Any, Literal
 Precision = Literal["auto", "fp32", "bf16"]
 
 DEFAULT_TARGET_MODULES: tuple[str, ...] = ("q_proj", "v_proj")
+ALL_PROJECTIONS: tuple[str, ...] = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+)
 
 
 @dataclass(frozen=True)
@@ -182,11 +191,16 @@ def hardware_defaults(
     return LoraTrainingConfig(
         r=8 if device == "cpu" else 16,
         alpha=16 if device == "cpu" else 32,
-        target_modules=("q_proj", "k_proj", "v_proj", "o_proj")
-        if device != "cpu" or short
+        # Short label-style data: LoRA on every projection at lr 3e-3 (cosine) took Banking77
+        # from 2.7% to 76.3% agreement in one epoch over 3,000 examples here
+        # (benchmarks/distill_banking77.py); smaller sets get a second epoch.
+        target_modules=ALL_PROJECTIONS
+        if short
+        else ("q_proj", "k_proj", "v_proj", "o_proj")
+        if device != "cpu"
         else DEFAULT_TARGET_MODULES,
-        lr=1e-3 if short else 2e-4,
-        epochs=3.0 if n_examples < 5000 and short else 1.0,
+        lr=3e-3 if short else 2e-4,
+        epochs=(2.0 if n_examples < 2000 else 1.0) if short else 1.0,
         batch_size=batch,
         grad_accum=accum,
         max_seq_len=seq,

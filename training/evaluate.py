@@ -266,6 +266,47 @@ def predict(
     return out
 
 
+def answer_logprobs(
+    model: Any,
+    tokenizer: Any,
+    messages_list: Sequence[Sequence[dict[str, Any]]],
+    answers: Sequence[str],
+    *,
+    system_prompt: str | None = None,
+) -> list[list[float]]:
+    """Per-token log-probabilities of each answer (plus end-of-turn) under the model.
+
+    The same numbers serving computes while generating the answer, so a relabelled example
+    carries the confidence the cascade will see for it (``router.confidence``).
+    """
+    import torch
+
+    feats = []
+    for messages, answer in zip(messages_list, answers, strict=True):
+        prompt = encode_prompt(tokenizer, messages, system_prompt=system_prompt)
+        ans = encode_answer(tokenizer, answer)
+        feats.append(Feature(input_ids=prompt + ans, labels=[IGNORE_INDEX] * len(prompt) + ans))
+    batch = collate_left(feats, pad_id=tokenizer.pad_token_id)
+    keep = batch["keep"]
+    with torch.no_grad():
+        out = model(
+            input_ids=batch["input_ids"].to(model.device),
+            attention_mask=batch["attention_mask"].to(model.device),
+            position_ids=batch["position_ids"].to(model.device),
+            logits_to_keep=keep,
+            use_cache=False,
+        )
+        logp = torch.log_softmax(out.logits[:, :-1, :].float(), dim=-1).cpu()
+    width = batch["input_ids"].shape[1]
+    targets = batch["labels"][:, width - keep + 1 :]
+    result = []
+    for row in range(len(feats)):
+        mask = targets[row] != IGNORE_INDEX
+        picked = logp[row][mask].gather(1, targets[row][mask].unsqueeze(1)).squeeze(1)
+        result.append([float(v) for v in picked])
+    return result
+
+
 def _tries(tok: Any, allowed: Sequence[tuple[str, ...] | None]) -> dict[tuple[str, ...], _Trie]:
     return {a: _Trie([encode_answer(tok, x) for x in a]) for a in set(allowed) if a is not None}
 

@@ -7,6 +7,7 @@ switches ``current`` after a candidate has been trained, evaluated and gated in)
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,9 +55,10 @@ def relabel(
 
     The router learns that the student got better: ``tune`` then fits on these labels.
     """
+    from router.confidence import confidence
     from router.judges import auto_judge, get_judge
     from training._model import load_trainable
-    from training.evaluate import predict
+    from training.evaluate import answer_logprobs, predict
 
     model, tokenizer, _ = load_trainable(base)
     from peft import PeftModel
@@ -75,7 +77,10 @@ def relabel(
             answer_sets=answer_sets,
         )
         per_item = (time.perf_counter() - t0) / len(batch)
-        for example, answer in zip(batch, answers, strict=True):
+        logprobs = answer_logprobs(
+            model, tokenizer, [e.messages for e in batch], answers, system_prompt=system_prompt
+        )
+        for example, answer, lps in zip(batch, answers, logprobs, strict=True):
             name = auto_judge(example.answer)
             score = float(get_judge(name)(answer=answer, reference=example.answer))
             ledger.add_label(
@@ -83,6 +88,7 @@ def relabel(
                 judge=name,
                 label=score,
                 local_answer=answer,
+                local_confidence=confidence(lps),
                 local_cost_usd=per_item * usd_per_hour / 3600,
             )
             n += 1
@@ -115,6 +121,7 @@ def run_distill(
     registry: AdapterRegistry | None = None,
     base: str | None = None,
     config: LoraTrainingConfig | None = None,
+    epochs: float | None = None,
     min_examples: int = 50,
     since: float | None = None,
     holdout_fraction: float = 0.2,
@@ -128,7 +135,10 @@ def run_distill(
     lock_path: str | Path | None = None,
     progress: bool = True,
 ) -> DistillSummary:
-    """Run the chain once. Returns a summary; raises only on real failures."""
+    """Run the chain once. Returns a summary; raises only on real failures.
+
+    ``config`` None picks ``hardware_defaults`` for the data; ``epochs`` overrides its epochs.
+    """
     from filelock import FileLock, Timeout
 
     t0 = time.perf_counter()
@@ -158,6 +168,8 @@ def run_distill(
         if config is None:
             avg = sum(len(e.prompt_text) + len(e.answer) for e in train) / max(1, len(train)) / 4
             config = hardware_defaults(len(train), avg + 16)
+        if epochs is not None:
+            config = dataclasses.replace(config, epochs=epochs)
         summary.config = config.describe()
         outcome = distill_and_promote(
             base, train, heldout, config, registry=registry, min_gain=min_gain, progress=progress
@@ -185,13 +197,27 @@ def run_distill(
 
             out = Path(policy_out) if policy_out else Path(registry.root).parent / "policy.yaml"
             try:
+                labelled = labelled_from_ledger(ledger)
                 tuned = retune(
-                    labelled_from_ledger(ledger),
+                    labelled,
                     policy.replace(**{"local.adapter": "current"}),
                     target_quality=target_quality,
                     out_dir=out.parent,
                 )
-                save_policy(tuned.policy, out)
+                new_policy, cascade = tuned.policy, None
+                if new_policy.mode in ("cascade", "hybrid"):
+                    try:  # the cascade band keeps only answers the student is sure of
+                        cascade = retune(
+                            labelled,
+                            new_policy,
+                            target="cascade",
+                            target_quality=target_quality,
+                            out_dir=out.parent,
+                        )
+                        new_policy = cascade.policy
+                    except ValueError:
+                        cascade = None  # no confidences yet: keep the policy's threshold
+                save_policy(new_policy, out)
                 r = tuned.result
                 summary.retune = {
                     "policy": str(out),
@@ -202,6 +228,9 @@ def run_distill(
                     "met_target": r.quality_ci[0] >= r.target_quality - 1e-12,
                     "n_labels": r.n_labels,
                 }
+                if cascade is not None:
+                    summary.retune["cascade_threshold"] = cascade.result.threshold
+                    summary.retune["cascade_expected_quality"] = cascade.result.expected_quality
             except ValueError as exc:  # too few labels to tune: the adapter still serves
                 summary.retune = {"skipped": str(exc)}
         summary.seconds = time.perf_counter() - t0
