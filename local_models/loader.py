@@ -234,7 +234,9 @@ def load_fp32_weights(path: Path) -> Any:
     """Load the fp32 model from a safetensors dir, wrapping failures as ModelLoadError."""
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a 4 s reload needs no bar; it only clutters CLI output
     try:
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
     except Exception as exc:  # noqa: BLE001 - safetensors/json/OS errors all mean "bad weights"

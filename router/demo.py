@@ -1,7 +1,9 @@
 """``hybridgate demo``: the whole loop offline, on real data, against the replay cloud.
 
 1. start the replay cloud (Banking77 intents answered with their gold label, GSM8K questions with
-   GPT-4's recorded answers) on loopback;
+   GPT-4's recorded answers) on loopback; the traffic is a support bot's: 20 of the 77 intents
+   (``router.data.demo_intents``), texts never repeated between the two phases, plus a share
+   of math questions;
 2. send traffic through ``HybridClient`` with the all-cloud policy (a slice is shadow-labelled
    by the local model) and print the savings report: this is "before";
 3. distil the cloud's answers into a LoRA adapter, gate it against held-out data, promote it,
@@ -40,11 +42,25 @@ class DemoResult:
     seconds: float
 
 
-def _traffic(n: int, *, rng: random.Random, offset: int, gsm_share: float) -> list[dict[str, Any]]:
-    """Requests as an app would send them: mostly short intent questions, some math."""
-    from router.data import load_banking77, load_gsm8k
+def _pools(seed: int) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Banking77 texts of the demo's intents, split into disjoint phase-1 / phase-3 pools, so
+    the student is never scored on a text it was trained on."""
+    from router.data import demo_intents, load_banking77
 
-    banking = load_banking77()
+    rows = load_banking77()
+    keep = set(demo_intents([r["category"] for r in rows]))
+    pool = [r for r in rows if r["category"] in keep]
+    random.Random(seed).shuffle(pool)
+    cut = int(len(pool) * 0.6)
+    return pool[:cut], pool[cut:]
+
+
+def _traffic(
+    n: int, *, rng: random.Random, banking: list[dict[str, str]], offset: int, gsm_share: float
+) -> list[dict[str, Any]]:
+    """Requests as an app would send them: mostly short intent questions, some math."""
+    from router.data import load_gsm8k
+
     gsm = load_gsm8k()
     out = []
     for i in range(n):
@@ -58,7 +74,7 @@ def _traffic(n: int, *, rng: random.Random, offset: int, gsm_share: float) -> li
                 }
             )
         else:
-            row = banking[rng.randrange(len(banking))]
+            row = banking[i % len(banking)]  # each text once before any repeats
             out.append(
                 {
                     "messages": [
@@ -117,7 +133,8 @@ def run_demo(
         say(f"replay cloud at {cloud.base_url}; data home {home}")
 
         # -- 1. all-cloud traffic --------------------------------------------------------
-        phase1 = _traffic(requests, rng=rng, offset=0, gsm_share=gsm_share)
+        pool1, pool3 = _pools(seed)
+        phase1 = _traffic(requests, rng=rng, banking=pool1, offset=0, gsm_share=gsm_share)
         policy1 = base.replace(mode="cloud", **{"shadow.rate": shadow_rate})
         started = time.time()
         with HybridClient(policy=policy1, ledger=ledger, seed=seed) as client:
@@ -157,7 +174,7 @@ def run_demo(
                 "local.adapter": str(registry.current_path()) if registry.current_path() else None,
             }
         )
-        phase3 = _traffic(requests, rng=rng, offset=requests, gsm_share=gsm_share)
+        phase3 = _traffic(requests, rng=rng, banking=pool3, offset=requests, gsm_share=gsm_share)
         started = time.time()
         with HybridClient(policy=policy3, ledger=ledger, seed=seed) as client:
             replies = _send(client, phase3, concurrency)

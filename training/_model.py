@@ -45,14 +45,13 @@ def load_trainable(spec_or_model: Any, tokenizer: Any = None) -> tuple[Any, Any,
         if tokenizer is None:
             raise ModelLoadError("a model object needs its tokenizer (tokenizer=...)")
         return spec_or_model, _with_pad(tokenizer), None
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from local_models.loader import load_fp32_weights
 
     path = resolve_base(str(spec_or_model))
+    model = load_fp32_weights(path)  # the one loader serving uses too (ModelLoadError on failure)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch.float32, use_safetensors=True
-        )
         tok = tokenizer or AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load model from {path}: {exc}") from exc

@@ -247,7 +247,9 @@ def _peft_wrap(model: Any, config: LoraTrainingConfig) -> Any:
         task_type="CAUSAL_LM",
     )
     try:
-        peft_model = get_peft_model(model, lora)
+        with warnings.catch_warnings():  # peft asks a deprecated transformers property
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+            peft_model = get_peft_model(model, lora)
     except ValueError as exc:
         raise TrainingError(f"cannot attach LoRA to {list(config.target_modules)}: {exc}") from exc
     if config.gradient_checkpointing:

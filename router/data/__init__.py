@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,15 @@ def load_banking77() -> list[dict[str, str]]:
     """
     reader = csv.DictReader(io.StringIO(_read_text("banking77.csv"), newline=""))
     return [{"text": row["text"], "category": row["category"]} for row in reader]
+
+
+DEMO_INTENTS = 20
+"""How many Banking77 intents the demo's support-bot traffic uses (all their rows ship)."""
+
+
+def demo_intents(categories: list[str], *, n: int = DEMO_INTENTS, seed: int = 0) -> list[str]:
+    """The intents the demo's traffic uses: an app's support bot handles a few, not all 77."""
+    return sorted(random.Random(seed).sample(sorted(set(categories)), n))
 
 
 def load_gsm8k() -> list[dict[str, Any]]:

@@ -13,6 +13,8 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
+from router.data import demo_intents
+
 _HERE = Path(__file__).parent
 BANKING77_ROWS = 3000
 GSM8K_ROWS = 300
@@ -22,7 +24,8 @@ _WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 
 
 def slice_banking77(*, data: Path, rows: int = BANKING77_ROWS, seed: int = SEED) -> list[dict]:
-    """Stratified sample: every category keeps its share of rows (at least one)."""
+    """Stratified sample (every category keeps its share of rows, at least one), plus every row
+    of the demo's intents, so the demo's two phases can use disjoint, unseen texts."""
     with open(data / "banking77" / "train.csv", newline="", encoding="utf-8") as f:
         all_rows = list(csv.DictReader(f))
     by_cat: dict[str, list[dict]] = defaultdict(list)
@@ -34,6 +37,9 @@ def slice_banking77(*, data: Path, rows: int = BANKING77_ROWS, seed: int = SEED)
         members = by_cat[cat]
         k = max(1, round(len(members) * rows / len(all_rows)))
         out.extend(rng.sample(members, min(k, len(members))))
+    picked = {row["text"] for row in out}
+    for cat in demo_intents(list(by_cat)):
+        out.extend(r for r in by_cat[cat] if r["text"] not in picked)
     rng.shuffle(out)
     return out
 

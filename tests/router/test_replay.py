@@ -262,8 +262,13 @@ def test_base_url_before_start_raises() -> None:
 
 def test_banking77_slice_covers_all_intents() -> None:
     rows = load_banking77()
-    assert 2500 <= len(rows) <= 3500
+    assert 4000 <= len(rows) <= 5500
     assert len({r["category"] for r in rows}) == 77
+    from router.data import demo_intents
+
+    demo = set(demo_intents([r["category"] for r in rows]))
+    assert len(demo) == 20
+    assert sum(r["category"] in demo for r in rows) > 2500  # every row of the demo's intents
     assert all(r["text"].strip() and r["category"] for r in rows)
 
 
