@@ -63,7 +63,12 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target-quality", type=float, default=0.97)
-    p.add_argument("--cloud-model", default="gpt-4o-mini", help="prices the all-cloud baseline")
+    p.add_argument(
+        "--cloud-model",
+        default="gpt-4o-mini,gpt-4o,gpt-4-1106-preview",
+        help="comma list: cloud prices (litellm's map) the cascade is costed against",
+    )
+    p.add_argument("--adapter", type=Path, help="skip training: evaluate this adapter dir")
     p.add_argument("--usd-per-hour", type=float, default=0.10, help="local hardware price")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args()
@@ -72,76 +77,80 @@ def _parse() -> argparse.Namespace:
 def cascade_costs(
     model_spec: str, adapter_dir: Path, heldout: list, labels: list[str] | None, args: Any
 ) -> dict[str, Any]:
-    """Per-row correctness, confidence and costs -> 2-fold tuned cascade cost vs all-cloud."""
+    """Serve the held-out rows through the serving engine (fp32, batches of 16, constrained to
+    the answer set), then tune a cascade per cloud price and report its cost vs all-cloud."""
     import numpy as np
-    from peft import PeftModel
 
+    from local_models import GenerationRequest, LocalEngine, LocalModelConfig
     from router.confidence import confidence
     from router.judges import label_match
     from router.pricing import PriceBook
     from router.replay import count_prompt_tokens, count_text_tokens
     from router.tuning import tune_threshold
-    from training._model import load_trainable
-    from training.evaluate import answer_logprobs, predict
 
-    model, tok, _ = load_trainable(model_spec)
-    model = PeftModel.from_pretrained(model, str(adapter_dir)).eval()
-    prices = PriceBook()
-    ok, conf, cloud, local = [], [], [], []
-    for i in range(0, len(heldout), 32):
-        batch = heldout[i : i + 32]
-        convs = [e.messages for e in batch]
-        t0 = time.perf_counter()
-        answers = predict(
-            model, tok, convs, system_prompt=args.system_prompt, allowed_answers=labels
+    engine = LocalEngine.from_config(
+        LocalModelConfig(
+            model=model_spec,
+            adapter_path=str(adapter_dir),
+            adapter_version="bench",
+            precision="fp32",
         )
-        lps = answer_logprobs(model, tok, convs, answers, system_prompt=args.system_prompt)
-        per_row = (time.perf_counter() - t0) / len(batch)
-        for e, answer, lp in zip(batch, answers, lps, strict=True):
-            ok.append(int(label_match(answer=answer, reference=e.answer)))
-            conf.append(confidence(lp))
-            cloud.append(
-                prices.cloud_cost(
-                    args.cloud_model,
-                    count_prompt_tokens(list(e.messages)),
-                    count_text_tokens(e.answer),
+    )
+    ok, conf, seconds, tokens = [], [], [], []
+    for i in range(0, len(heldout), 16):
+        batch = heldout[i : i + 16]
+        results = engine.generate(
+            [
+                GenerationRequest(
+                    messages=tuple(e.messages),
+                    max_tokens=16,
+                    allowed_answers=tuple(labels) if labels else None,
                 )
-            )
-            local.append(per_row * args.usd_per_hour / 3600)
-    y, c, cl, lo = (np.array(v, dtype=float) for v in (ok, conf, cloud, local))
+                for e in batch
+            ]
+        )
+        for e, g in zip(batch, results, strict=True):
+            ok.append(int(label_match(answer=g.text, reference=e.answer)))
+            conf.append(confidence(g.token_logprobs or []))
+            seconds.append(g.compute_seconds)
+            tokens.append((count_prompt_tokens(list(e.messages)), count_text_tokens(e.answer)))
+    y, c = np.array(ok), np.array(conf)
+    lo = np.array(seconds) * args.usd_per_hour / 3600
+    prices = PriceBook()
     order = np.random.default_rng(args.seed).permutation(len(y))
     folds = [order[: len(y) // 2], order[len(y) // 2 :]]
-    spent = quality = 0.0
-    thresholds = []
-    for tune_idx, test_idx in (folds, folds[::-1]):
-        r = tune_threshold(
-            c[tune_idx],
-            y[tune_idx].astype(int),
-            cl[tune_idx] + lo[tune_idx],  # an escalated row paid the local try and the cloud
-            lo[tune_idx],
-            target_quality=args.target_quality,
-            min_labels=50,
-        )
-        thresholds.append(r.threshold)
-        keep = c[test_idx] >= r.threshold
-        spent += float(np.where(keep, lo[test_idx], lo[test_idx] + cl[test_idx]).sum())
-        quality += float(np.where(keep, y[test_idx], 1.0).sum())
-    return {
-        "cascade_thresholds": [round(t, 4) for t in thresholds],
-        "cascade_cost_ratio": round(spent / float(cl.sum()), 4),
-        "cascade_quality": round(quality / len(y), 4),
-        "cascade_local_share": round(
-            float(
-                np.mean(
-                    np.concatenate([c[folds[1]] >= thresholds[0], c[folds[0]] >= thresholds[1]])
-                )
-            ),
-            4,
-        ),
-        "cloud_model": args.cloud_model,
-        "local_usd_per_row": round(float(lo.mean()), 8),
-        "cloud_usd_per_row": round(float(cl.mean()), 8),
+    out: dict[str, Any] = {
+        "served_accuracy": round(float(y.mean()), 4),
+        "local_seconds_per_row": round(float(np.mean(seconds)), 4),
+        "local_usd_per_row": float(lo.mean()),
+        "cascade": {},
     }
+    for model in [m.strip() for m in args.cloud_model.split(",") if m.strip()]:
+        cl = np.array([prices.cloud_cost(model, p, a) for p, a in tokens])
+        spent = quality = kept = 0.0
+        thresholds = []
+        for tune_idx, test_idx in (folds, folds[::-1]):
+            r = tune_threshold(
+                c[tune_idx],
+                y[tune_idx],
+                cl[tune_idx] + lo[tune_idx],  # an escalated row paid the local try and the cloud
+                lo[tune_idx],
+                target_quality=args.target_quality,
+                min_labels=50,
+            )
+            thresholds.append(round(r.threshold, 4))
+            keep = c[test_idx] >= r.threshold
+            spent += float(np.where(keep, lo[test_idx], lo[test_idx] + cl[test_idx]).sum())
+            quality += float(np.where(keep, y[test_idx], 1).sum())
+            kept += float(keep.sum())
+        out["cascade"][model] = {
+            "cloud_usd_per_row": float(cl.mean()),
+            "thresholds": thresholds,
+            "cost_ratio": round(spent / float(cl.sum()), 4),
+            "quality": round(quality / len(y), 4),
+            "local_share": round(kept / len(y), 4),
+        }
+    return out
 
 
 def main() -> None:
@@ -175,6 +184,9 @@ def main() -> None:
         num_threads=args.threads,
     )
     eval_kw = {"system_prompt": args.system_prompt, "allowed_answers": labels}
+    if args.adapter is not None:  # only the serving-path cascade figures of a trained adapter
+        print(json.dumps(cascade_costs(args.model, args.adapter, heldout, labels, args)))
+        return
     before = None
     if not args.skip_before:
         t = time.perf_counter()

@@ -1,0 +1,41 @@
+"""The offline demo: its traffic, and (real model) the whole loop at a tiny scale."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from typer.testing import CliRunner
+
+from router.demo import _pools, _traffic
+
+
+def test_phases_never_share_a_text_and_mix_math_in():
+    pool1, pool3 = _pools(0)
+    assert not {r["text"] for r in pool1} & {r["text"] for r in pool3}
+    assert len({r["category"] for r in pool1}) == 20
+    traffic = _traffic(400, rng=random.Random(0), banking=pool1, offset=0, gsm_share=0.1)
+    math_share = sum(t["messages"][0]["role"] == "user" for t in traffic) / len(traffic)
+    assert 0.05 < math_share < 0.15
+    intents = [t for t in traffic if t["messages"][0]["role"] == "system"]
+    texts = [t["messages"][1]["content"] for t in intents]
+    assert len(set(texts)) == len(texts)  # no repeats while the pool lasts
+
+
+@pytest.mark.real_model
+def test_demo_runs_the_whole_loop_on_the_real_model(tmp_path):
+    from router.cli import app
+    from router.ledger import Ledger
+
+    home = tmp_path / "demo"
+    result = CliRunner().invoke(
+        app,
+        ["demo", "--requests", "40", "--train-examples", "30", "--home", str(home)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "before (all cloud): 40 requests" in result.output
+    assert "distill: promoted" in result.output or "distill: rejected" in result.output
+    assert "demo finished" in result.output
+    rows = Ledger(home / "ledger.sqlite").rows()
+    assert len([r for r in rows if r.reason != "judge"]) == 80  # every request has its row
+    assert (home / "adapters" / "v0001" / "metadata.json").is_file()
