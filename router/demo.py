@@ -108,11 +108,11 @@ def run_demo(
     Requests go out from ``concurrency`` threads at once, as an app's would.
     """
     from router.client import HybridClient
-    from router.judges import auto_judge, get_judge
     from router.ledger import Ledger
     from router.policy import load_policy
     from router.replay import ReplayCloud
     from router.reports import summarize
+    from training.evaluate import default_judge
     from training.nightly import run_distill
     from training.registry import AdapterRegistry
 
@@ -178,13 +178,10 @@ def run_demo(
         started = time.time()
         with HybridClient(policy=policy3, ledger=ledger, seed=seed) as client:
             replies = _send(client, phase3, concurrency)
+        judge = default_judge()  # the promotion gate's judge, picked per teacher answer
         scores, local_scores = [], []
         for req, reply in zip(phase3, replies, strict=True):
-            judge = get_judge(auto_judge(req["teacher"]))
-            score = float(
-                judge(answer=reply.choices[0].message.content or "", reference=req["teacher"])
-                >= 0.5
-            )
+            score = float(judge(reply.choices[0].message.content or "", req["teacher"]) >= 0.5)
             scores.append(score)
             if reply.route.route == "local":
                 local_scores.append(score)

@@ -108,13 +108,11 @@ class ShadowLabeller:
         """Judge with the cloud model and record the judge call's cost in the ledger."""
         from router.judges import LLMJudge
         from router.ledger import LedgerEntry
+        from router.validation import prompt_text
 
         if self._cloud is None:
             raise ValueError("judge 'llm' needs a cloud transport")
-        question = next(
-            (m.get("content") for m in reversed(request.messages) if m.get("role") == "user"),
-            None,
-        )
+        question = prompt_text(request) or None
         judge = LLMJudge(self._cloud, model=self._cloud_model)
         t0 = time.time()
         entry = LedgerEntry(
@@ -131,7 +129,7 @@ class ShadowLabeller:
             score, result = judge(
                 answer=answer,
                 reference=reference,
-                question=question if isinstance(question, str) else None,
+                question=question,
             )
             cost = result.cost_usd
             if cost is None and self._prices is not None:
