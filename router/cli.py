@@ -368,7 +368,6 @@ def distill(
     ledger: Path | None = LedgerOpt,
 ) -> None:
     """Distil cloud answers into a new LoRA adapter; promote it only if it beats the current one."""
-    import dataclasses
 
     from router.ledger import Ledger
     from router.policy import load_policy
@@ -395,12 +394,9 @@ def distill(
             typer.echo(str(report))
             if not kept:
                 _fail("no usable examples in the ledger")
-            from training.config import hardware_defaults
+            from training.nightly import config_for
 
-            avg = sum(len(e.prompt_text) + len(e.answer) for e in kept) / len(kept) / 4
-            config = hardware_defaults(len(kept), avg + 16)
-            if epochs is not None:
-                config = dataclasses.replace(config, epochs=epochs)
+            config = config_for(kept, epochs=epochs)
             typer.echo(config.describe())
             typer.echo(
                 str(estimate(pol.local.model, kept, config, usd_per_hour=pol.local.usd_per_hour))

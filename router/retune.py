@@ -103,8 +103,9 @@ def out_of_fold_scores(
 
 
 ROUTER_FEATURES = "tfidf+hand"
-"""Word TF-IDF plus hand features (numbers, operations, length): APGR 0.648 vs 0.576 for
-TF-IDF alone on RouteLLM's GSM8K split (``benchmarks/router_quality.py``), ~0.1 ms a prompt."""
+"""Word TF-IDF plus hand features (numbers, operations, length): APGR 0.648 vs 0.611 for
+TF-IDF alone on RouteLLM's GSM8K split (``benchmarks/router_quality.py``); p50 164 µs a prompt
+(``benchmarks/decision_overhead.py``)."""
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 
 from training._model import encode_answer, encode_prompt, load_trainable
 from training.dataset import Example
-from training.lora import Feature, answer_loss, collate_left
+from training.lora import Feature, answer_logits, answer_loss, collate_left
 
 IGNORE_INDEX = -100
 
@@ -286,19 +286,9 @@ def answer_logprobs(
         prompt = encode_prompt(tokenizer, messages, system_prompt=system_prompt)
         ans = encode_answer(tokenizer, answer)
         feats.append(Feature(input_ids=prompt + ans, labels=[IGNORE_INDEX] * len(prompt) + ans))
-    batch = collate_left(feats, pad_id=tokenizer.pad_token_id)
-    keep = batch["keep"]
     with torch.no_grad():
-        out = model(
-            input_ids=batch["input_ids"].to(model.device),
-            attention_mask=batch["attention_mask"].to(model.device),
-            position_ids=batch["position_ids"].to(model.device),
-            logits_to_keep=keep,
-            use_cache=False,
-        )
-        logp = torch.log_softmax(out.logits[:, :-1, :].float(), dim=-1).cpu()
-    width = batch["input_ids"].shape[1]
-    targets = batch["labels"][:, width - keep + 1 :]
+        logits, targets = answer_logits(model, collate_left(feats, pad_id=tokenizer.pad_token_id))
+        logp, targets = torch.log_softmax(logits, dim=-1).cpu(), targets.cpu()
     result = []
     for row in range(len(feats)):
         mask = targets[row] != IGNORE_INDEX

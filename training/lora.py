@@ -149,21 +149,31 @@ def collate_left(features: Sequence[Feature], *, pad_id: int) -> dict[str, Any]:
     }
 
 
+def answer_logits(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """Logits that predict each trailing position and the labels they predict.
+
+    Only the last ``batch["keep"]`` positions get logits (the answers live there), which saves
+    the vocabulary projection over the prompt. Labels are ``IGNORE_INDEX`` outside answers.
+    """
+    keep = batch["keep"]
+    device = model.device
+    out = model(
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+        position_ids=batch["position_ids"].to(device),
+        logits_to_keep=keep,
+        use_cache=False,
+    )
+    width = batch["input_ids"].shape[1]
+    targets = batch["labels"][:, width - keep + 1 :].to(device)
+    return out.logits[:, :-1, :].float(), targets
+
+
 def answer_loss(model: Any, batch: dict[str, Any], *, reduction: str = "mean") -> Any:
     """Cross-entropy on answer tokens only, with logits computed for the trailing positions."""
     import torch.nn.functional as F
 
-    keep = batch["keep"]
-    out = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        logits_to_keep=keep,
-        use_cache=False,
-    )
-    logits = out.logits[:, :-1, :].float()
-    width = batch["input_ids"].shape[1]
-    targets = batch["labels"][:, width - keep + 1 :]
+    logits, targets = answer_logits(model, batch)
     return F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]),
         targets.reshape(-1),

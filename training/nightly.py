@@ -41,6 +41,14 @@ class DistillSummary:
         return asdict(self)
 
 
+def config_for(examples: list[Example], *, epochs: float | None = None) -> LoraTrainingConfig:
+    """``hardware_defaults`` for these examples (~4 characters a token, +16 for the template);
+    ``epochs`` overrides the picked epochs. ``run_distill`` and ``distill --dry-run`` share it."""
+    avg = sum(len(e.prompt_text) + len(e.answer) for e in examples) / max(1, len(examples)) / 4
+    config = hardware_defaults(len(examples), avg + 16)
+    return config if epochs is None else dataclasses.replace(config, epochs=epochs)
+
+
 def relabel(
     ledger: Any,
     heldout: list[Example],
@@ -166,8 +174,7 @@ def run_distill(
         if max_train is not None:
             train = train[-max_train:]
         if config is None:
-            avg = sum(len(e.prompt_text) + len(e.answer) for e in train) / max(1, len(train)) / 4
-            config = hardware_defaults(len(train), avg + 16)
+            config = config_for(train)
         if epochs is not None:
             config = dataclasses.replace(config, epochs=epochs)
         summary.config = config.describe()
