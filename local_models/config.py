@@ -37,6 +37,9 @@ class LocalModelConfig:
     """Prompt plus completion tokens allowed per request."""
     threads: int | None = None
     """torch intra-op threads; None = number of CPUs available to this process."""
+    prefix_cache: bool = True
+    """Prefill a prompt prefix the whole batch shares (a system prompt, say) once and keep its
+    KV cache for later batches, instead of recomputing it for every request."""
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:

@@ -3,11 +3,14 @@
 Why not ``model.generate``: its per-step Python overhead dominates a 135M model on CPU.
 Here a batch is prefilled once (left-padded, only the last position's logits computed),
 then decoded one token per step with the KV cache; finished rows leave the batch so the
-rest run faster. A lock around each batch makes adapter swaps land between batches.
+rest run faster. A prompt prefix every row shares (the app's system prompt) is prefilled once
+and its KV cache kept for later batches. A lock around each batch makes adapter swaps land
+between batches.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import os
 import re
@@ -23,6 +26,11 @@ from router.errors import InvalidRequest, ModelLoadError
 
 DeltaCallback = Callable[[int, str], None]
 """``on_delta(index_in_batch, text)`` receives streamed text pieces."""
+
+MIN_SHARED_PREFIX = 8
+"""Shared prefixes shorter than this many tokens are not worth a separate prefill."""
+PREFIX_CACHE_ENTRIES = 8
+"""Prefix KV caches kept (least recently used dropped first); each is ~50 KB per token."""
 
 _DEFAULT_SYSTEM_RE = re.compile(r"\A<\|im_start\|>system\n.*?<\|im_end\|>\n", re.DOTALL)
 
@@ -129,6 +137,9 @@ class LocalEngine:
         self.answer_sets: AnswerSets = read_answer_sets(config.adapter_path)
         """Closed answer sets per traffic class, from the adapter's metadata (may be empty)."""
         self._tries: dict[tuple[str, ...], dict] = {}
+        self._prefixes: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
+        """Prefix token ids -> their KV cache (batch 1) under the model now serving."""
+        self._special_ids = {int(t) for t in getattr(tokenizer, "all_special_ids", [])}
         torch.set_num_threads(config.threads or _default_threads())
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -222,6 +233,7 @@ class LocalEngine:
             self.adapter_path = path
             self.adapter_version = version
             self.answer_sets = answer_sets
+            self._prefixes.clear()  # prefix KV was computed by the old weights
 
     # ------------------------------------------------------------------ prompts
     @staticmethod
@@ -354,21 +366,26 @@ class LocalEngine:
         answer_sets: AnswerSets,
     ) -> list[_Row]:
         import torch
-        from transformers import DynamicCache
 
         rows = self._make_rows(requests, encoded, answer_sets)
         dev = self.device
-        width = max(len(ids) for ids in encoded)
+        shared = self._shared_prefix_len(encoded)
+        tails = [ids[shared:] for ids in encoded]
+        width = max(len(ids) for ids in tails)
         input_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, ids in enumerate(encoded):
+        for i, ids in enumerate(tails):
             input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             mask[i, width - len(ids) :] = 1
-        position = (mask.cumsum(-1) - 1).clamp(min=0)
+        # Rows read [shared prefix][left padding][own tokens]: padding is masked out and
+        # positions continue from the prefix, so each row sees exactly its own prompt.
+        position = shared + (mask.cumsum(-1) - 1).clamp(min=0)
+        if shared:
+            mask = torch.cat([torch.ones((len(rows), shared), dtype=torch.long), mask], dim=1)
         input_ids, mask, position = input_ids.to(dev), mask.to(dev), position.to(dev)
-        cache = DynamicCache()
         active = list(rows)
         with torch.inference_mode():
+            cache = self._prefix_cache(model, tuple(encoded[0][:shared]), len(rows))
             out = model(
                 input_ids=input_ids,
                 attention_mask=mask,
@@ -399,6 +416,45 @@ class LocalEngine:
                 )
                 next_pos = next_pos + 1
         return rows
+
+    def _shared_prefix_len(self, encoded: list[list[int]]) -> int:
+        """Tokens at the start of every prompt worth prefilling once, 0 when none.
+
+        The common prefix is cut back to just after its last special token (a chat-turn
+        boundary such as ``<|im_start|>``), so later batches with other user texts hit the
+        same cached prefix; every row keeps at least one token of its own. Batches of one
+        are prefilled whole (``benchmarks/prefix_cache.py``: the split was slower there).
+        """
+        if not self.config.prefix_cache or len(encoded) < 2:
+            return 0  # a lone request: the split prefill measured slower than one pass
+        first, n = encoded[0], min(len(ids) for ids in encoded) - 1
+        common = 0
+        while common < n and all(ids[common] == first[common] for ids in encoded):
+            common += 1
+        while common > 0 and first[common - 1] not in self._special_ids:
+            common -= 1
+        return common if common >= MIN_SHARED_PREFIX else 0
+
+    def _prefix_cache(self, model: Any, prefix: tuple[int, ...], batch: int) -> Any:
+        """A fresh KV cache holding ``prefix`` for ``batch`` rows (prefilled once, then kept)."""
+        import torch
+        from transformers import DynamicCache
+
+        if not prefix:
+            return DynamicCache()
+        kept = self._prefixes.get(prefix)
+        if kept is None:
+            kept = DynamicCache()
+            ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
+            model(input_ids=ids, past_key_values=kept, use_cache=True, logits_to_keep=1)
+            self._prefixes[prefix] = kept
+            while len(self._prefixes) > PREFIX_CACHE_ENTRIES:
+                self._prefixes.popitem(last=False)
+        self._prefixes.move_to_end(prefix)
+        cache = copy.deepcopy(kept)
+        if batch > 1:
+            cache.batch_repeat_interleave(batch)
+        return cache
 
     def _step(self, active: list[_Row], logits: Any, on_delta: DeltaCallback | None) -> Any:
         """Pick one token per active row, update text/stop state; returns (B, 1) tokens."""

@@ -192,3 +192,39 @@ def test_batch_compute_time_is_shared_not_duplicated(make_engine):
     wall = time.perf_counter() - t0
     assert all(o.compute_seconds > 0 for o in outs)
     assert sum(o.compute_seconds for o in outs) <= wall
+
+
+SUPPORT_SYSTEM = "You are the support bot of a bank. Reply with the intent label only, please."
+
+
+def support(text: str) -> tuple[dict, ...]:
+    return ({"role": "system", "content": SUPPORT_SYSTEM}, {"role": "user", "content": text})
+
+
+def _same(a, b):
+    assert [x.text for x in a] == [y.text for y in b]
+    assert [x.prompt_tokens for x in a] == [y.prompt_tokens for y in b]
+    for x, y in zip(a, b, strict=True):
+        assert x.token_logprobs == pytest.approx(y.token_logprobs, abs=1e-4)
+
+
+def test_shared_system_prompt_prefix_cache_gives_the_same_answers(make_engine):
+    texts = ["I lost my card", "Where is my refund? It has been a week.", "balance?"]
+    batch1 = [GenerationRequest(messages=support(t), max_tokens=8) for t in texts]
+    batch2 = [GenerationRequest(messages=support(t + " Thanks"), max_tokens=8) for t in texts]
+    cached, plain = make_engine(), make_engine(prefix_cache=False)
+    # the first batch prefills the prefix, the second reuses it; a lone request skips it
+    for batch in (batch1, batch2, batch1[:1]):
+        _same(cached.generate(batch), plain.generate(batch))
+    mixed = [batch1[0], GenerationRequest(messages=user("Hi"), max_tokens=8)]  # nothing shared
+    _same(cached.generate(mixed), plain.generate(mixed))
+
+
+def test_adapter_swap_drops_prefix_kv_computed_by_the_old_weights(make_engine, make_adapter):
+    batch = [GenerationRequest(messages=support(t), max_tokens=8) for t in ("card", "refund")]
+    engine = make_engine()
+    engine.generate(batch)  # caches the prefix under the base weights
+    path = make_adapter("swap", seed=5)
+    engine.swap_adapter(path, version="v0002")
+    fresh = make_engine(adapter_path=path, prefix_cache=False)
+    _same(engine.generate(batch), fresh.generate(batch))
