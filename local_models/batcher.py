@@ -2,7 +2,7 @@
 
 Wave-based: a batch forms when ``max_batch_size`` requests wait or ``max_wait_ms`` passes
 after the first one, then runs to completion (each row leaves as soon as it finishes, so
-the tail of a wave is cheap). One background thread owns the model; torch releases the GIL,
+the tail of a wave is cheap). Short and long requests (by ``max_tokens``) go in separate waves. One background thread owns the model; torch releases the GIL,
 so sync and async callers both stay responsive. A full queue fails fast with ``Overloaded``.
 """
 
@@ -33,6 +33,14 @@ class _Item:
     future: Future
     on_delta: Callable[[str], None] | None = None
     enqueued: float = field(default_factory=time.perf_counter)
+
+
+LONG_GENERATION = 64
+"""Requests allowed more new tokens than this form their own waves (see ``_next_batch``)."""
+
+
+def _is_long(item: _Item) -> bool:
+    return item.request.max_tokens > LONG_GENERATION
 
 
 class DynamicBatcher:
@@ -181,11 +189,20 @@ class DynamicBatcher:
                 self._cond.wait(remaining)
             if self._closed:
                 return None
-            batch = []
+            # The oldest request goes first and takes company of its own length class: a
+            # wave lasts as long as its longest row, so short requests are not held behind a
+            # long generation and long ones share one wave instead of stretching many.
+            long = _is_long(self._pending[0])
+            batch: list[_Item] = []
+            kept: collections.deque[_Item] = collections.deque()
             while self._pending and len(batch) < self.max_batch_size:
                 item = self._pending.popleft()
-                if item.future.set_running_or_notify_cancel():  # skip cancelled callers
+                if _is_long(item) != long:
+                    kept.append(item)
+                elif item.future.set_running_or_notify_cancel():  # skip cancelled callers
                     batch.append(item)
+            kept.extend(self._pending)
+            self._pending = kept
             return batch
 
     def _run(self) -> None:

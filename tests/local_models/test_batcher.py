@@ -129,3 +129,35 @@ def test_failed_swap_raises_and_keeps_old_adapter(make_engine, make_adapter, tmp
     after = engine.generate([req])[0]
     assert engine.adapter_version == after.adapter_version == "A"
     assert after.text == before.text
+
+
+def test_long_generations_share_waves_and_do_not_hold_short_ones(make_engine):
+    from local_models.batcher import LONG_GENERATION
+
+    engine = make_engine()
+    sizes: list[tuple[int, ...]] = []
+    generate = engine.generate
+
+    def recording(requests, **kw):
+        sizes.append(tuple(r.max_tokens for r in requests))
+        return generate(requests, **kw)
+
+    engine.generate = recording
+    long_n, short_n = LONG_GENERATION + 1, 4
+    batcher = DynamicBatcher(engine, max_batch_size=4, max_wait_ms=0, max_queue=16)
+    engine._lock.acquire()  # hold the model while the queue fills: first wave is one request
+    try:
+        first = batcher.submit(_reqs(1, max_tokens=short_n)[0])
+        deadline = time.time() + 10
+        while batcher.queue_depth and time.time() < deadline:
+            time.sleep(0.01)
+        mixed = [
+            batcher.submit(GenerationRequest(messages=user(PROMPTS[i]), max_tokens=n))
+            for i, n in enumerate([long_n, short_n, long_n, short_n, short_n])
+        ]
+    finally:
+        engine._lock.release()
+    first.result(timeout=60)
+    assert all(f.result(timeout=60) for f in mixed)
+    batcher.close()
+    assert sizes[1:] == [(long_n, long_n), (short_n, short_n, short_n)]
