@@ -83,6 +83,7 @@ class Gateway:
             local=self.local,
             judge=judge or policy.shadow.judge,
             max_pending=policy.shadow.max_pending,
+            workers=policy.shadow.workers,
             prices=prices,
             usd_per_hour=policy.local.usd_per_hour,
             cloud=cloud,

@@ -539,6 +539,9 @@ class ShadowConfig:
     one from the answer's shape) or ``llm`` (asks the cloud model; its cost is in the ledger)."""
     max_pending: int = 64
     """Most shadow jobs queued at once; extra ones are dropped, never slowing real traffic."""
+    workers: int = 1
+    """Shadow jobs answered at once. The local batcher batches them together, so a few workers
+    label several times faster; each one also competes with real local traffic for the CPU."""
 
     def __post_init__(self) -> None:
         s = self._section
@@ -548,6 +551,7 @@ class ShadowConfig:
         choices = ("auto", "llm", *sorted(JUDGES))
         _set(self, "judge", _choice((s, "judge"), self.judge, choices))
         _set(self, "max_pending", _integer((s, "max_pending"), self.max_pending, lo=1))
+        _set(self, "workers", _integer((s, "workers"), self.workers, lo=1))
 
 
 _SECTIONS: dict[str, type] = {

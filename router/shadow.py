@@ -2,7 +2,8 @@
 
 A judge compares the local answer with the cloud's and stores the label in the ledger; those
 labels are what ``hybridgate tune`` fits the router on. The caller is never delayed: work goes to
-one background thread through a bounded queue, and when the queue is full the sample is dropped.
+``workers`` background threads (one by default) through a bounded queue, and when the queue is
+full the sample is dropped.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class ShadowLabeller:
         local: Callable[[], Any],
         judge: str = "auto",
         max_pending: int = 64,
+        workers: int = 1,
         prices: Any = None,
         usd_per_hour: float = 0.0,
         cloud: Any = None,
@@ -48,6 +50,7 @@ class ShadowLabeller:
         self._local = local
         self.judge = judge
         self.max_pending = max_pending
+        self.workers = max(1, workers)
         self._prices = prices
         self._usd_per_hour = usd_per_hour
         self._cloud = cloud
@@ -67,7 +70,7 @@ class ShadowLabeller:
                 return False
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix="hybridgate-shadow"
+                    max_workers=self.workers, thread_name_prefix="hybridgate-shadow"
                 )
             future = self._pool.submit(self._label, request, cloud_result)
             self._pending.add(future)

@@ -286,6 +286,26 @@ def test_shadow_labelling_never_blocks_the_caller(replay, tmp_path):
     assert label.label == 1.0 and label.local_answer == ANSWER
 
 
+def test_shadow_workers_answer_in_parallel_so_the_local_batcher_can_batch_them(replay, tmp_path):
+    both_in = threading.Barrier(2, timeout=5)  # breaks (-> no label) unless two run at once
+
+    def local(request):
+        both_in.wait()
+        return BackendResult(text=ANSWER, completion_tokens=3, token_logprobs=[-0.1] * 3)
+
+    client = make_client(
+        replay,
+        tmp_path,
+        local=MockTransport(local, name="local"),
+        shadow__rate=1.0,
+        shadow__workers=2,
+    )
+    client.chat.completions.create(**ask())
+    client.chat.completions.create(**ask("Say hi"))
+    client.shadow.drain(timeout=10)
+    assert len(client.ledger.labelled()) == 2
+
+
 def test_llm_judge_labels_through_the_cloud_and_is_costed(tmp_path):
     with ReplayCloud({QUESTION: ANSWER}, default_answer="yes") as cloud:
         client = make_client(
