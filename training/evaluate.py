@@ -21,7 +21,7 @@ from typing import Any
 
 from training._model import encode_answer, encode_prompt, load_trainable
 from training.dataset import Example
-from training.lora import Feature, answer_logits, answer_loss, collate_left
+from training.lora import Feature, answer_loss, collate_left
 
 IGNORE_INDEX = -100
 
@@ -151,12 +151,15 @@ class _Trie:
         return list(node)
 
 
-def _with_adapter(model: Any, adapter_dir: str | Path | None) -> Any:
+def _with_adapter(model: Any, adapter_dir: str | Path | None, *, merge: bool) -> Any:
+    """Apply the adapter; ``merge`` folds it into the weights (faster to run, but it changes
+    the model in place, so only for a model this module loaded itself)."""
     if adapter_dir is None:
         return model
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, str(adapter_dir))
+    peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+    return peft_model.merge_and_unload() if merge else peft_model
 
 
 def evaluate(
@@ -200,7 +203,7 @@ def evaluate(
     if not examples:
         raise ValueError("evaluate needs at least one held-out example")
     model, tok, _ = load_trainable(model_or_spec, tokenizer)
-    model = _with_adapter(model, adapter_dir)
+    model = _with_adapter(model, adapter_dir, merge=isinstance(model_or_spec, str | Path))
     was_training = model.training
     model.eval()
     judge = judge or default_judge()
@@ -264,37 +267,6 @@ def predict(
             for i, text in zip(idx, texts, strict=True):
                 out[i] = text
     return out
-
-
-def answer_logprobs(
-    model: Any,
-    tokenizer: Any,
-    messages_list: Sequence[Sequence[dict[str, Any]]],
-    answers: Sequence[str],
-    *,
-    system_prompt: str | None = None,
-) -> list[list[float]]:
-    """Per-token log-probabilities of each answer (plus end-of-turn) under the model.
-
-    The same numbers serving computes while generating the answer, so a relabelled example
-    carries the confidence the cascade will see for it (``router.confidence``).
-    """
-    import torch
-
-    feats = []
-    for messages, answer in zip(messages_list, answers, strict=True):
-        prompt = encode_prompt(tokenizer, messages, system_prompt=system_prompt)
-        ans = encode_answer(tokenizer, answer)
-        feats.append(Feature(input_ids=prompt + ans, labels=[IGNORE_INDEX] * len(prompt) + ans))
-    with torch.no_grad():
-        logits, targets = answer_logits(model, collate_left(feats, pad_id=tokenizer.pad_token_id))
-        logp, targets = torch.log_softmax(logits, dim=-1).cpu(), targets.cpu()
-    result = []
-    for row in range(len(feats)):
-        mask = targets[row] != IGNORE_INDEX
-        picked = logp[row][mask].gather(1, targets[row][mask].unsqueeze(1)).squeeze(1)
-        result.append([float(v) for v in picked])
-    return result
 
 
 def _tries(tok: Any, allowed: Sequence[tuple[str, ...] | None]) -> dict[tuple[str, ...], _Trie]:

@@ -249,11 +249,16 @@ def _load_for_training(
 def _peft_wrap(model: Any, config: LoraTrainingConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 
+    layers = None
+    if config.top_layers is not None:
+        n = int(model.config.num_hidden_layers)
+        layers = list(range(max(0, n - config.top_layers), n))
     lora = LoraConfig(
         r=config.r,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
         target_modules=list(config.target_modules),
+        layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
     try:

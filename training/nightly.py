@@ -49,55 +49,66 @@ def config_for(examples: list[Example], *, epochs: float | None = None) -> LoraT
     return config if epochs is None else dataclasses.replace(config, epochs=epochs)
 
 
+RELABEL_MAX_TOKENS = 32
+"""Decode limit when re-answering a prompt without a closed answer set (labels need few)."""
+
+
 def relabel(
     ledger: Any,
-    heldout: list[Example],
+    examples: list[Example],
     *,
     base: str,
     adapter_dir: str | Path,
     system_prompt: str | None,
-    answer_sets: dict[str, list[str]] | None,
     usd_per_hour: float,
+    precision: str = "auto",
+    batch_size: int = 16,
 ) -> int:
-    """Re-answer held-out prompts with the new adapter and store fresh labels in the ledger.
+    """Re-answer prompts with the new adapter and store fresh labels in the ledger.
 
-    The router learns that the student got better: ``tune`` then fits on these labels.
+    The router learns that the student got better: ``tune`` then fits on these labels. The
+    answers come from the serving engine itself (same precision, answer sets from the
+    adapter's metadata, same decoding), so each label carries the answer and the confidence
+    the cascade will see for that prompt in production.
     """
+    from local_models import GenerationRequest, LocalEngine, LocalModelConfig
+    from local_models.answer_sets import traffic_class
     from router.confidence import confidence
     from router.judges import auto_judge, get_judge
-    from training._model import load_trainable
-    from training.evaluate import answer_logprobs, predict
+    from training._model import prompt_messages
 
-    model, tokenizer, _ = load_trainable(base)
-    from peft import PeftModel
-
-    model = PeftModel.from_pretrained(model, str(adapter_dir))
-    model.eval()
+    engine = LocalEngine.from_config(
+        LocalModelConfig(
+            model=base,
+            precision=precision,
+            adapter_path=str(adapter_dir),
+            adapter_version=Path(adapter_dir).name,
+        )
+    )
+    # One traffic class per batch, similar lengths together: shared prefix, little padding.
+    todo = sorted(
+        ((tuple(prompt_messages(e.messages, system_prompt=system_prompt)), e) for e in examples),
+        key=lambda pair: (traffic_class(pair[0]), sum(len(m["content"]) for m in pair[0])),
+    )
     n = 0
-    for i in range(0, len(heldout), 16):
-        batch = heldout[i : i + 16]
-        t0 = time.perf_counter()
-        answers = predict(
-            model,
-            tokenizer,
-            [e.messages for e in batch],
-            system_prompt=system_prompt,
-            answer_sets=answer_sets,
+    for i in range(0, len(todo), batch_size):
+        batch = todo[i : i + batch_size]
+        results = engine.generate(
+            [
+                GenerationRequest(messages=messages, max_tokens=RELABEL_MAX_TOKENS)
+                for messages, _ in batch
+            ]
         )
-        per_item = (time.perf_counter() - t0) / len(batch)
-        logprobs = answer_logprobs(
-            model, tokenizer, [e.messages for e in batch], answers, system_prompt=system_prompt
-        )
-        for example, answer, lps in zip(batch, answers, logprobs, strict=True):
+        for (_, example), result in zip(batch, results, strict=True):
             name = auto_judge(example.answer)
-            score = float(get_judge(name)(answer=answer, reference=example.answer))
+            score = float(get_judge(name)(answer=result.text, reference=example.answer))
             ledger.add_label(
                 example.source_id,
                 judge=name,
                 label=score,
-                local_answer=answer,
-                local_confidence=confidence(lps),
-                local_cost_usd=per_item * usd_per_hour / 3600,
+                local_answer=result.text,
+                local_confidence=confidence(result.token_logprobs),
+                local_cost_usd=result.compute_seconds * usd_per_hour / 3600,
             )
             n += 1
     return n
@@ -195,8 +206,8 @@ def run_distill(
                 base=base,
                 adapter_dir=info.path,
                 system_prompt=config.system_prompt,
-                answer_sets=info.metadata.get("answer_sets"),
                 usd_per_hour=policy.local.usd_per_hour,
+                precision=policy.local.precision,
             )
         if outcome.decision.promote and do_retune:
             from router.policy import save_policy

@@ -40,7 +40,8 @@ def test_hardware_defaults_fit_short_cpu_data() -> None:
     assert cfg.max_seq_len >= 35
     assert cfg.batch_size * cfg.max_seq_len <= 2048  # CPU micro-batch stays small
     assert cfg.effective_batch_size >= 8
+    assert cfg.top_layers is not None  # a cheaper step on the CPU for label-style data
     big = hardware_defaults(2000, 400, device="cuda", memory_gib=40)
-    assert big.max_seq_len >= 400 and big.batch_size > 1
+    assert big.max_seq_len >= 400 and big.batch_size > 1 and big.top_layers is None
     with pytest.raises(ValueError):
         hardware_defaults(0, 10)

@@ -198,3 +198,17 @@ def test_training_prompt_is_the_serving_prompt(tiny_model_dir: Path) -> None:
     feat = build_feature(tok, ex, config=FAST)
     n_prompt = feat.labels.index(next(t for t in feat.labels if t != IGNORE_INDEX))
     assert tok.decode(feat.input_ids[:n_prompt]) == render_chat(tok, ex.messages)
+
+
+def test_top_layers_puts_adapters_on_the_top_layers_only(tiny_model_dir: Path, tmp_path: Path):
+    from safetensors.torch import load_file
+
+    cfg = LoraTrainingConfig(**{**FAST.to_dict(), "top_layers": 1})  # the tiny model has 2
+    res = train_lora(
+        str(tiny_model_dir), make_examples(4), cfg, output_dir=tmp_path / "a", progress=False
+    )
+    weights = load_file(str(res.adapter_dir / "adapter_model.safetensors"))
+    layers = {k.split("layers.")[1].split(".")[0] for k in weights}
+    assert layers == {"1"}
+    with pytest.raises(ValueError, match="top_layers"):
+        LoraTrainingConfig(top_layers=0)

@@ -53,3 +53,37 @@ def test_too_few_new_examples_is_a_clean_skip(tmp_path):
     assert summary.status == "too_few_examples"
     assert "need 50" in summary.gate_reason
     assert registry.list() == [] and registry.current() is None
+
+
+def test_relabel_stores_the_served_answer_and_confidence_for_each_prompt(tiny_model_dir, tmp_path):
+    """Relabelling goes through the serving engine: answers obey the adapter's answer sets
+    and every prompt gets one fresh label with the confidence the cascade will see."""
+    import json
+
+    from tests.training.helpers import LABELS, make_examples
+    from training import LoraTrainingConfig, train_lora
+    from training.nightly import relabel
+
+    examples = make_examples(9)
+    cfg = LoraTrainingConfig(r=4, alpha=8, lr=1e-2, epochs=1, batch_size=4, grad_accum=1)
+    res = train_lora(str(tiny_model_dir), examples, cfg, output_dir=tmp_path / "a", progress=False)
+    (res.adapter_dir / "metadata.json").write_text(json.dumps({"answer_sets": {"": list(LABELS)}}))
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    for e in examples:
+        ledger.record(LedgerEntry(request_id=e.source_id, ts=e.ts, route="cloud"))
+    n = relabel(
+        ledger,
+        examples,
+        base=str(tiny_model_dir),
+        adapter_dir=res.adapter_dir,
+        system_prompt=None,
+        usd_per_hour=3.6,
+        precision="fp32",
+    )
+    labelled = {entry.request_id: label for entry, label in ledger.labelled()}
+    assert n == len(examples) and set(labelled) == {e.source_id for e in examples}
+    for e in examples:
+        label = labelled[e.source_id]
+        assert label.local_answer in LABELS
+        assert label.label == float(label.local_answer == e.answer)
+        assert 0.0 < label.local_confidence <= 1.0 and label.local_cost_usd > 0
