@@ -26,6 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from router.demo import INTENT_SYSTEM  # noqa: E402
 from training import (  # noqa: E402
     LoraTrainingConfig,
     closed_answer_set,
@@ -42,6 +43,12 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="text,category CSV to split")
     p.add_argument("--train-data", type=Path, help="training CSV (text,category); skips the split")
     p.add_argument("--eval-data", type=Path, help="held-out CSV (text,category)")
+    p.add_argument(
+        "--demo-intents",
+        action="store_true",
+        help="the demo's traffic instead: its 20 intents from the shipped slice, trained on "
+        "phase-1 texts and scored on later-phase texts, with the demo's system prompt",
+    )
     p.add_argument("--holdout", type=int, default=1000, help="rows held out of --data (seeded)")
     p.add_argument("--train-examples", type=int, default=3000)
     p.add_argument("--eval-examples", type=int, default=1000, help="held-out rows scored")
@@ -53,9 +60,14 @@ def _parse() -> argparse.Namespace:
         default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
         help="comma-separated LoRA modules",
     )
+    p.add_argument("--top-layers", type=int, help="LoRA on the top N layers only (default: all)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--system-prompt", default=None, help="default: an empty system turn")
+    p.add_argument(
+        "--system-prompt",
+        default=None,
+        help="system message added to each conversation (default: none)",
+    )
     p.add_argument("--free-decoding", action="store_true", help="do not constrain to the labels")
     p.add_argument("--skip-before", action="store_true", help="skip the base-model evaluation")
     p.add_argument("--model", default="smollm2-135m-instruct", help="model spec or HF dir")
@@ -87,6 +99,7 @@ def cascade_costs(
     from router.pricing import PriceBook
     from router.replay import count_prompt_tokens, count_text_tokens
     from router.tuning import tune_threshold
+    from training._model import prompt_messages
 
     engine = LocalEngine.from_config(
         LocalModelConfig(
@@ -102,7 +115,7 @@ def cascade_costs(
         results = engine.generate(
             [
                 GenerationRequest(
-                    messages=tuple(e.messages),
+                    messages=tuple(prompt_messages(e.messages, system_prompt=args.system_prompt)),
                     max_tokens=16,
                     allowed_answers=tuple(labels) if labels else None,
                 )
@@ -153,9 +166,36 @@ def cascade_costs(
     return out
 
 
+def _demo_split(seed: int) -> tuple[list, list]:
+    """The demo's pools (``router.demo._pools``): unique phase-1 texts to train on, the next
+    phase's texts to score on."""
+    from router.demo import _pools
+    from training import Example
+
+    def examples(rows: list[dict[str, str]]) -> list[Example]:
+        seen: dict[str, str] = {}
+        for r in rows:
+            seen.setdefault(r["text"], r["category"])
+        return [
+            Example(
+                messages=({"role": "user", "content": t},),
+                answer=c,
+                ts=float(i),
+                source_id=f"demo:{i}",
+            )
+            for i, (t, c) in enumerate(seen.items())
+        ]
+
+    pools = _pools(seed)
+    return examples(pools[0]), examples(pools[1])
+
+
 def main() -> None:
     args = _parse()
-    if args.train_data or args.eval_data:
+    if args.demo_intents:
+        train_all, held_all = _demo_split(args.seed)
+        args.system_prompt = args.system_prompt or INTENT_SYSTEM
+    elif args.train_data or args.eval_data:
         if not (args.train_data and args.eval_data):
             sys.exit("--train-data and --eval-data go together")
         train_all, held_all = load_examples(args.train_data), load_examples(args.eval_data)
@@ -172,6 +212,7 @@ def main() -> None:
         r=args.rank,
         alpha=2 * args.rank,
         target_modules=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+        top_layers=args.top_layers,
         lr=args.lr,
         epochs=args.epochs,
         batch_size=args.batch_size,
