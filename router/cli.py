@@ -437,9 +437,14 @@ def demo(
     train_examples: int = typer.Option(
         1000, "--train-examples", help="At most this many distillation examples."
     ),
-    epochs: float = typer.Option(1.0, "--epochs", help="LoRA epochs over the examples."),
+    epochs: float | None = typer.Option(
+        None, "--epochs", help="LoRA epochs [default: picked for the data and hardware]."
+    ),
     gsm_share: float = typer.Option(
         0.05, "--gsm-share", help="Share of GSM8K math in the traffic (the rest: Banking77)."
+    ),
+    rounds: int = typer.Option(
+        1, "--rounds", min=1, help="Nightly rounds (distil, then fresh traffic) after phase 1."
     ),
     concurrency: int = typer.Option(8, "--concurrency", help="Requests in flight at once."),
     home: Path | None = typer.Option(
@@ -460,6 +465,7 @@ def demo(
         train_examples=train_examples,
         epochs=epochs,
         gsm_share=gsm_share,
+        rounds=rounds,
         concurrency=concurrency,
         seed=seed,
         say=typer.echo,
@@ -469,13 +475,17 @@ def demo(
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(render_table(result.before))
     console.print(render_table(result.after))
-    before, after = result.before.totals, result.after.totals
+    before = result.before.totals
     typer.echo(
-        f"before: cost {before.cost_usd / max(before.baseline_cost_usd, 1e-12):.1%} of all-cloud; "
-        f"after: cost {after.cost_usd / max(after.baseline_cost_usd, 1e-12):.1%} of all-cloud, "
-        f"{result.local_share_after:.0%} answered locally, quality {result.quality_after:.1%} "
-        f"of all-cloud, student agreement {result.agreement_after:.1%} on its local answers"
+        f"before: cost {before.cost_usd / max(before.baseline_cost_usd, 1e-12):.1%} of all-cloud"
     )
+    for k, r in enumerate(result.rounds, start=1):
+        after = r.report.totals
+        typer.echo(
+            f"after round {k}: cost {after.cost_usd / max(after.baseline_cost_usd, 1e-12):.1%} "
+            f"of all-cloud, {r.local_share:.0%} answered locally, quality {r.quality:.1%} of "
+            f"all-cloud, student agreement {r.agreement:.1%} on its local answers"
+        )
     typer.echo(f"demo finished in {result.seconds:.0f} s; ledger at {where / 'ledger.sqlite'}")
 
 

@@ -10,6 +10,9 @@
    re-answer the held-out and labelled prompts with it and retune the routing policy;
 4. send new traffic with the tuned hybrid policy and the promoted adapter, and print the report
    again, plus how often the student agreed with the teacher.
+
+``rounds`` > 1 repeats 3-4 as further nights would: each distillation also learns from the
+cloud's answers to the requests the student escalated the night before.
 """
 
 from __future__ import annotations
@@ -28,31 +31,43 @@ cloud calls as it ($10 / $30 per 1M input / output tokens in litellm's price map
 
 
 @dataclass
-class DemoResult:
-    before: Any
-    """Savings report of phase 1 (all cloud)."""
-    after: Any
-    """Savings report of phase 3 (tuned policy + promoted adapter)."""
+class RoundResult:
+    """One nightly round: distil on the cloud's answers so far, then serve fresh traffic."""
+
     distill: Any
-    agreement_after: float
-    """Share of locally answered phase-3 requests whose answer the judge accepts."""
-    quality_after: float
-    """Mean judge score of every phase-3 answer vs the teacher; all-cloud scores 1.0 here."""
-    local_share_after: float
+    report: Any
+    """Savings report of this round's traffic (tuned policy + promoted adapter)."""
+    agreement: float
+    """Share of locally answered requests whose answer the judge accepts."""
+    quality: float
+    """Mean judge score of every answer vs the teacher; all-cloud scores 1.0 here."""
+    local_share: float
     seconds: float
 
 
-def _pools(seed: int) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """Banking77 texts of the demo's intents, split into disjoint phase-1 / phase-3 pools, so
-    the student is never scored on a text it was trained on."""
+@dataclass
+class DemoResult:
+    before: Any
+    """Savings report of phase 1 (all cloud)."""
+    rounds: list[RoundResult]
+    seconds: float
+
+    @property
+    def after(self) -> Any:
+        """Savings report of the last round."""
+        return self.rounds[-1].report
+
+
+def _pools(seed: int, parts: int = 2) -> list[list[dict[str, str]]]:
+    """Banking77 texts of the demo's intents, split into ``parts`` disjoint pools (phase 1,
+    then one per round), so the student is never scored on a text it was trained on."""
     from router.data import demo_intents, load_banking77
 
     rows = load_banking77()
     keep = set(demo_intents([r["category"] for r in rows]))
     pool = [r for r in rows if r["category"] in keep]
     random.Random(seed).shuffle(pool)
-    cut = int(len(pool) * 0.6)
-    return pool[:cut], pool[cut:]
+    return [pool[i::parts] for i in range(parts)]
 
 
 def _traffic(
@@ -93,34 +108,35 @@ def run_demo(
     home: Path,
     requests: int = 1000,
     train_examples: int = 1000,
+    rounds: int = 1,
     gsm_share: float = 0.05,
     shadow_rate: float = 0.1,
-    epochs: float | None = 1.0,
+    epochs: float | None = None,
     concurrency: int = 8,
     cloud_model: str = CLOUD_MODEL,
     seed: int = 0,
     say: Callable[[str], None] = print,
 ) -> DemoResult:
-    """Run the demo in ``home`` (ledger, adapters, policy) and return the two reports.
+    """Run the demo in ``home`` (ledger, adapters, policy) and return the reports.
 
     ``gsm_share`` of the traffic is GSM8K math (long answers the 135M student cannot give: it
     stays with the cloud and sets a floor under the cost); the rest is Banking77 intents.
-    Requests go out from ``concurrency`` threads at once, as an app's would.
+    Requests go out from ``concurrency`` threads at once, as an app's would. Each of
+    ``rounds`` is one nightly run (distil on every cloud answer so far, the escalated ones
+    included, gate, promote, retune) followed by ``requests`` fresh requests.
     """
     from router.client import HybridClient
     from router.ledger import Ledger
     from router.policy import load_policy
     from router.replay import ReplayCloud
     from router.reports import summarize
-    from training.evaluate import default_judge
-    from training.nightly import run_distill
-    from training.registry import AdapterRegistry
 
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     t0 = time.perf_counter()
     rng = random.Random(seed)
     home.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(home / "ledger.sqlite")
-    registry = AdapterRegistry(home / "adapters")
     with ReplayCloud.from_datasets() as cloud:
         base = load_policy("default").replace(
             **{
@@ -133,9 +149,12 @@ def run_demo(
         say(f"replay cloud at {cloud.base_url}; data home {home}")
 
         # -- 1. all-cloud traffic --------------------------------------------------------
-        pool1, pool3 = _pools(seed)
-        phase1 = _traffic(requests, rng=rng, banking=pool1, offset=0, gsm_share=gsm_share)
-        policy1 = base.replace(mode="cloud", **{"shadow.rate": shadow_rate})
+        pools = _pools(seed, parts=rounds + 1)
+        phase1 = _traffic(requests, rng=rng, banking=pools[0], offset=0, gsm_share=gsm_share)
+        # shadow jobs from several threads: the local batcher answers them in batches
+        policy1 = base.replace(
+            mode="cloud", **{"shadow.rate": shadow_rate, "shadow.workers": concurrency}
+        )
         started = time.time()
         with HybridClient(policy=policy1, ledger=ledger, seed=seed) as client:
             _send(client, phase1, concurrency)
@@ -143,63 +162,109 @@ def run_demo(
             client.shadow.drain()
         before = summarize(ledger.rows(since=started), by="route")
         say(_line("before (all cloud)", before))
+        say(f"phase 1 took {time.perf_counter() - t0:.0f} s")
 
-        # -- 2. distil, gate, promote, relabel, retune -----------------------------------
-        say(
-            f"phase 2: distilling up to {train_examples} short cloud answers into a LoRA adapter..."
-        )
-        summary = run_distill(
-            ledger=ledger,
-            policy=base,
-            registry=registry,
-            max_train=train_examples,
-            min_examples=20,
-            max_answer_chars=64,
-            epochs=epochs,
-            policy_out=home / "policy.yaml",
-            target_quality=0.97,
-        )
-        say(f"distill: {summary.status}; {summary.gate_reason}; retune: {summary.retune}")
+        # -- 2., 3. per round: distil + gate + promote + retune, then fresh traffic ----------
+        results = []
+        for k in range(1, rounds + 1):
+            traffic = _traffic(
+                requests, rng=rng, banking=pools[k], offset=k * requests, gsm_share=gsm_share
+            )
+            results.append(
+                _round(
+                    k,
+                    traffic,
+                    home=home,
+                    ledger=ledger,
+                    base=base,
+                    cloud_url=cloud.base_url,
+                    train_examples=train_examples,
+                    epochs=epochs,
+                    concurrency=concurrency,
+                    seed=seed,
+                    say=say,
+                )
+            )
+    return DemoResult(before, results, seconds=time.perf_counter() - t0)
 
-        # -- 3. traffic with the tuned policy and the promoted adapter ---------------------
-        tuned_path = home / "policy.yaml"
-        if summary.status == "promoted" and tuned_path.exists():
-            policy3 = load_policy(tuned_path)
-        else:
-            policy3 = base.replace(mode="cascade")
-        policy3 = policy3.replace(
-            **{
-                "cloud.api_base": cloud.base_url,
-                "shadow.rate": 0.0,
-                "local.adapter": str(registry.current_path()) if registry.current_path() else None,
-            }
-        )
-        phase3 = _traffic(requests, rng=rng, banking=pool3, offset=requests, gsm_share=gsm_share)
-        started = time.time()
-        with HybridClient(policy=policy3, ledger=ledger, seed=seed) as client:
-            replies = _send(client, phase3, concurrency)
-        judge = default_judge()  # the promotion gate's judge, picked per teacher answer
-        scores, local_scores = [], []
-        for req, reply in zip(phase3, replies, strict=True):
-            score = float(judge(reply.choices[0].message.content or "", req["teacher"]) >= 0.5)
-            scores.append(score)
-            if reply.route.route == "local":
-                local_scores.append(score)
-        after = summarize(ledger.rows(since=started), by="route")
-        say(_line("after (tuned hybrid + adapter)", after))
+
+def _round(
+    k: int,
+    traffic: list[dict[str, Any]],
+    *,
+    home: Path,
+    ledger: Any,
+    base: Any,
+    cloud_url: str,
+    train_examples: int,
+    epochs: float | None,
+    concurrency: int,
+    seed: int,
+    say: Callable[[str], None],
+) -> RoundResult:
+    """Distil, gate, promote, relabel and retune; then send ``traffic`` with the result."""
+    from router.client import HybridClient
+    from router.policy import load_policy
+    from router.reports import summarize
+    from training.evaluate import default_judge
+    from training.nightly import run_distill
+    from training.registry import AdapterRegistry
+
+    t0 = time.perf_counter()
+    registry = AdapterRegistry(home / "adapters")
+    say(f"round {k}: distilling up to {train_examples} short cloud answers into a LoRA adapter...")
+    summary = run_distill(
+        ledger=ledger,
+        policy=base,
+        registry=registry,
+        max_train=train_examples,
+        min_examples=20,
+        max_answer_chars=64,
+        epochs=epochs,
+        policy_out=home / "policy.yaml",
+        target_quality=0.97,
+    )
+    say(f"distill: {summary.status}; {summary.gate_reason}; retune: {summary.retune}")
+    say(f"round {k}: distil, gate, relabel and retune took {time.perf_counter() - t0:.0f} s")
+    t1 = time.perf_counter()
+    tuned_path = home / "policy.yaml"
+    policy = load_policy(tuned_path) if tuned_path.exists() else base.replace(mode="cascade")
+    current = registry.current()
+    policy = policy.replace(
+        **{
+            "cloud.api_base": cloud_url,
+            "shadow.rate": 0.0,
+            "local.adapter": str(current.path) if current else None,
+            # callers come back together at the end of a wave: give them time to rejoin
+            "local.max_wait_ms": 25.0,
+        }
+    )
+    started = time.time()
+    with HybridClient(policy=policy, ledger=ledger, seed=seed) as client:
+        replies = _send(client, traffic, concurrency)
+    judge = default_judge()  # the promotion gate's judge, picked per teacher answer
+    scores, local_scores = [], []
+    for req, reply in zip(traffic, replies, strict=True):
+        score = float(judge(reply.choices[0].message.content or "", req["teacher"]) >= 0.5)
+        scores.append(score)
+        if reply.route.route == "local":
+            local_scores.append(score)
+    report = summarize(ledger.rows(since=started), by="route")
+    serving = current.version if current else "none"
+    say(_line(f"round {k} (tuned hybrid + adapter {serving})", report))
     agreement = sum(local_scores) / len(local_scores) if local_scores else 0.0
     quality = sum(scores) / len(scores) if scores else 0.0
     say(
-        f"student/teacher agreement on the {len(local_scores)} requests answered locally: "
-        f"{agreement:.1%}; quality of all answers vs all-cloud: {quality:.1%}"
+        f"round {k}: student/teacher agreement on the {len(local_scores)} requests answered "
+        f"locally: {agreement:.1%}; quality of all answers vs all-cloud: {quality:.1%}; "
+        f"traffic took {time.perf_counter() - t1:.0f} s"
     )
-    return DemoResult(
-        before,
-        after,
+    return RoundResult(
         summary,
-        agreement_after=agreement,
-        quality_after=quality,
-        local_share_after=len(local_scores) / len(phase3) if phase3 else 0.0,
+        report,
+        agreement=agreement,
+        quality=quality,
+        local_share=len(local_scores) / len(traffic) if traffic else 0.0,
         seconds=time.perf_counter() - t0,
     )
 

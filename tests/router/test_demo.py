@@ -11,8 +11,10 @@ from router.demo import _pools, _traffic
 
 
 def test_phases_never_share_a_text_and_mix_math_in():
-    pool1, pool3 = _pools(0)
-    assert not {r["text"] for r in pool1} & {r["text"] for r in pool3}
+    pools = _pools(0, parts=3)  # phase 1 + two rounds
+    texts = [{r["text"] for r in pool} for pool in pools]
+    assert not texts[0] & texts[1] and not texts[0] & texts[2] and not texts[1] & texts[2]
+    pool1 = pools[0]
     assert len({r["category"] for r in pool1}) == 20
     traffic = _traffic(400, rng=random.Random(0), banking=pool1, offset=0, gsm_share=0.1)
     math_share = sum(t["messages"][0]["role"] == "user" for t in traffic) / len(traffic)
@@ -35,6 +37,7 @@ def test_demo_runs_the_whole_loop_on_the_real_model(tmp_path):
     assert result.exit_code == 0, result.output
     assert "before (all cloud): 40 requests" in result.output
     assert "distill: promoted" in result.output or "distill: rejected" in result.output
+    assert "after round 1: cost" in result.output
     assert "demo finished" in result.output
     rows = Ledger(home / "ledger.sqlite").rows()
     assert len([r for r in rows if r.reason != "judge"]) == 80  # every request has its row
