@@ -30,7 +30,8 @@ DeltaCallback = Callable[[int, str], None]
 MIN_SHARED_PREFIX = 8
 """Shared prefixes shorter than this many tokens are not worth a separate prefill."""
 PREFIX_CACHE_ENTRIES = 8
-"""Prefix KV caches kept (least recently used dropped first); each is ~50 KB per token."""
+"""Prefix KV caches kept (least recently used dropped first); SmolLM2-135M in fp32 holds
+~46 KB per prefix token."""
 
 _DEFAULT_SYSTEM_RE = re.compile(r"\A<\|im_start\|>system\n.*?<\|im_end\|>\n", re.DOTALL)
 

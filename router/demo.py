@@ -151,10 +151,9 @@ def run_demo(
         # -- 1. all-cloud traffic --------------------------------------------------------
         pools = _pools(seed, parts=rounds + 1)
         phase1 = _traffic(requests, rng=rng, banking=pools[0], offset=0, gsm_share=gsm_share)
-        # shadow jobs from several threads: the local batcher answers them in batches
-        policy1 = base.replace(
-            mode="cloud", **{"shadow.rate": shadow_rate, "shadow.workers": concurrency}
-        )
+        # Shadow jobs from many threads: the local batcher answers them in batches, and the
+        # long math answers find each other in waves of their own instead of one per wave.
+        policy1 = base.replace(mode="cloud", **{"shadow.rate": shadow_rate, "shadow.workers": 32})
         started = time.time()
         with HybridClient(policy=policy1, ledger=ledger, seed=seed) as client:
             _send(client, phase1, concurrency)
