@@ -2,8 +2,9 @@
 
 Wave-based: a batch forms when ``max_batch_size`` requests wait or ``max_wait_ms`` passes
 after the first one, then runs to completion (each row leaves as soon as it finishes, so
-the tail of a wave is cheap). Short and long requests (by ``max_tokens``) go in separate waves. One background thread owns the model; torch releases the GIL,
-so sync and async callers both stay responsive. A full queue fails fast with ``Overloaded``.
+the tail of a wave is cheap); short and long requests (by ``max_tokens``) go in separate
+waves. One background thread owns the model; torch releases the GIL, so sync and async
+callers both stay responsive. A full queue fails fast with ``Overloaded``.
 """
 
 from __future__ import annotations
