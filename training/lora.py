@@ -149,12 +149,14 @@ def collate_left(features: Sequence[Feature], *, pad_id: int) -> dict[str, Any]:
     }
 
 
-def answer_logits(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
-    """Logits that predict each trailing position and the labels they predict.
+def answer_loss(model: Any, batch: dict[str, Any], *, reduction: str = "mean") -> Any:
+    """Cross-entropy on answer tokens only.
 
     Only the last ``batch["keep"]`` positions get logits (the answers live there), which saves
     the vocabulary projection over the prompt. Labels are ``IGNORE_INDEX`` outside answers.
     """
+    import torch.nn.functional as F
+
     keep = batch["keep"]
     device = model.device
     out = model(
@@ -166,14 +168,7 @@ def answer_logits(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
     )
     width = batch["input_ids"].shape[1]
     targets = batch["labels"][:, width - keep + 1 :].to(device)
-    return out.logits[:, :-1, :].float(), targets
-
-
-def answer_loss(model: Any, batch: dict[str, Any], *, reduction: str = "mean") -> Any:
-    """Cross-entropy on answer tokens only, with logits computed for the trailing positions."""
-    import torch.nn.functional as F
-
-    logits, targets = answer_logits(model, batch)
+    logits = out.logits[:, :-1, :].float()
     return F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]),
         targets.reshape(-1),
