@@ -10,7 +10,11 @@ cl100k token counts, local ones as measured wall seconds x ``--usd-per-hour``.
 
     flock /tmp/hybridgate-cpu.lock python benchmarks/distill_banking77.py --json
 
-Data: Banking77 (PolyAI-LDN/task-specific-datasets, CC-BY-4.0), read from ../shared/data.
+Data: Banking77 (PolyAI-LDN/task-specific-datasets, CC-BY-4.0), read from ../shared/data
+(the folder beside the repo; see ../shared/data/README.md) unless --data / --train-data say
+otherwise. ``--train-examples`` / ``--eval-examples`` draw a seeded sample stratified by intent
+from ``--train-data`` / ``--eval-data`` (those files are sorted by intent: their first 3,000 rows
+hold 24 of the 77). Evaluation progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,13 +39,64 @@ from training import (  # noqa: E402
     load_examples,
     train_lora,
 )
+from training.dataset import Example, stratified_sample  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "banking77" / "train.csv"
+"""Banking77's train.csv in the shared data folder beside the repo (``../shared/data``)."""
+
+CASCADE_FOLD_LABELS = 50
+"""``tune_threshold``'s minimum labels per fold; the 2-fold cascade needs twice this many rows."""
+
+PROGRESS_EVERY_S = 15.0
+"""Seconds between evaluation progress lines on stderr."""
 
 
-def _parse() -> argparse.Namespace:
+def _die(message: str) -> NoReturn:
+    """Exit 2 with one line, like the CLI: what is wrong and which flag fixes it."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _read_examples(path: Path, flag: str) -> list[Example]:
+    """``load_examples`` that names the file and the flag instead of a bare traceback."""
+    if not path.is_file():
+        _die(
+            f"{path}: no such file; pass {flag} PATH (a text,category CSV, e.g. Banking77's "
+            "train.csv: see ../shared/data/README.md)"
+        )
+    try:
+        return load_examples(path)
+    except (OSError, ValueError) as exc:
+        _die(f"{flag} {exc}")
+
+
+def _progress(label: str, every_s: float = PROGRESS_EVERY_S) -> Callable[[int, int], None]:
+    """A ``(done, total)`` callback printing progress to stderr at most every ``every_s``
+    seconds (and at the end): scoring 1,000 rows takes minutes on a CPU."""
+    t0 = time.perf_counter()
+    last = float("-inf")
+
+    def report(done: int, total: int) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if done < total and now - last < every_s:
+            return
+        last = now
+        took = now - t0
+        left = f", ~{took / done * (total - done):.0f} s left" if 0 < done < total else ""
+        print(f"{label}: {done}/{total} rows, {took:.0f} s{left}", file=sys.stderr, flush=True)
+
+    return report
+
+
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="text,category CSV to split")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help=f"text,category CSV to split [default: {DEFAULT_DATA}]",
+    )
     p.add_argument("--train-data", type=Path, help="training CSV (text,category); skips the split")
     p.add_argument("--eval-data", type=Path, help="held-out CSV (text,category)")
     p.add_argument(
@@ -70,6 +126,11 @@ def _parse() -> argparse.Namespace:
     )
     p.add_argument("--free-decoding", action="store_true", help="do not constrain to the labels")
     p.add_argument("--skip-before", action="store_true", help="skip the base-model evaluation")
+    p.add_argument(
+        "--no-cascade",
+        action="store_true",
+        help="skip the serving-path cascade figures (they need >= 100 held-out rows)",
+    )
     p.add_argument("--model", default="smollm2-135m-instruct", help="model spec or HF dir")
     p.add_argument("--output-dir", type=Path, default=ROOT / ".bench" / "distill_banking77")
     p.add_argument("--threads", type=int, default=2)
@@ -83,7 +144,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--adapter", type=Path, help="skip training: evaluate this adapter dir")
     p.add_argument("--usd-per-hour", type=float, default=0.10, help="local hardware price")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 def cascade_costs(
@@ -110,6 +171,7 @@ def cascade_costs(
         )
     )
     ok, conf, seconds, tokens = [], [], [], []
+    show = _progress("cascade (serving engine)")
     for i in range(0, len(heldout), 16):
         batch = heldout[i : i + 16]
         results = engine.generate(
@@ -127,6 +189,7 @@ def cascade_costs(
             conf.append(confidence(g.token_logprobs or []))
             seconds.append(g.compute_seconds)
             tokens.append((count_prompt_tokens(list(e.messages)), count_text_tokens(e.answer)))
+        show(len(ok), len(heldout))
     y, c = np.array(ok), np.array(conf)
     lo = np.array(seconds) * args.usd_per_hour / 3600
     prices = PriceBook()
@@ -149,7 +212,7 @@ def cascade_costs(
                 cl[tune_idx] + lo[tune_idx],  # an escalated row paid the local try and the cloud
                 lo[tune_idx],
                 target_quality=args.target_quality,
-                min_labels=50,
+                min_labels=CASCADE_FOLD_LABELS,
             )
             thresholds.append(round(r.threshold, 4))
             keep = c[test_idx] >= r.threshold
@@ -190,23 +253,51 @@ def _demo_split(seed: int) -> tuple[list, list]:
     return examples(pools[0]), examples(pools[1])
 
 
-def main() -> None:
-    args = _parse()
+def select_examples(args: argparse.Namespace) -> tuple[list[Example], list[Example]]:
+    """The training and held-out rows the flags ask for, checked before any model loads.
+
+    ``--train-data`` / ``--eval-data``: a seeded sample of ``--train-examples`` /
+    ``--eval-examples`` rows stratified by label, not the first rows of a class-sorted file.
+    ``--data``: a seeded shuffle split into ``--holdout`` and the rest. ``--demo-intents``: the
+    demo's own phases. Exits 2 naming the flag when a file is missing or there are too few rows.
+    """
     if args.demo_intents:
         train_all, held_all = _demo_split(args.seed)
         args.system_prompt = args.system_prompt or INTENT_SYSTEM
+        train, heldout = train_all[: args.train_examples], held_all[: args.eval_examples]
     elif args.train_data or args.eval_data:
         if not (args.train_data and args.eval_data):
-            sys.exit("--train-data and --eval-data go together")
-        train_all, held_all = load_examples(args.train_data), load_examples(args.eval_data)
+            _die("--train-data and --eval-data go together")
+        train_all = _read_examples(args.train_data, "--train-data")
+        held_all = _read_examples(args.eval_data, "--eval-data")
+        train = stratified_sample(train_all, args.train_examples, seed=args.seed)
+        heldout = stratified_sample(held_all, args.eval_examples, seed=args.seed)
     else:
-        rows = load_examples(args.data)
+        rows = _read_examples(args.data, "--data")
         random.Random(args.seed).shuffle(rows)
         if len(rows) <= args.holdout:
-            sys.exit(f"{args.data} has {len(rows)} rows; need more than --holdout {args.holdout}")
+            _die(f"{args.data} has {len(rows)} rows; need more than --holdout {args.holdout}")
         held_all, train_all = rows[: args.holdout], rows[args.holdout :]
-    train = train_all[: args.train_examples]
-    heldout = held_all[: args.eval_examples]
+        train, heldout = train_all[: args.train_examples], held_all[: args.eval_examples]
+    if not train and args.adapter is None:
+        _die("no training rows: raise --train-examples or give --train-data / --data rows")
+    if not heldout:
+        _die("no held-out rows: raise --eval-examples or give --eval-data / --holdout rows")
+    need = 2 * CASCADE_FOLD_LABELS
+    if args.no_cascade and args.adapter is not None:
+        _die("--adapter only reports the cascade figures; drop --no-cascade")
+    if not args.no_cascade and len(heldout) < need:
+        _die(
+            f"the cascade figures need at least {need} held-out rows (2 folds of "
+            f"{CASCADE_FOLD_LABELS}), have {len(heldout)}: raise --eval-examples, give "
+            "--eval-data (or --holdout) more rows, or pass --no-cascade"
+        )
+    return train, heldout
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv)
+    train, heldout = select_examples(args)
     labels = None if args.free_decoding else closed_answer_set(train)
     cfg = LoraTrainingConfig(
         r=args.rank,
@@ -224,22 +315,32 @@ def main() -> None:
         seed=args.seed,
         num_threads=args.threads,
     )
-    eval_kw = {"system_prompt": args.system_prompt, "allowed_answers": labels}
+    eval_kw: dict[str, Any] = {"system_prompt": args.system_prompt, "allowed_answers": labels}
     if args.adapter is not None:  # only the serving-path cascade figures of a trained adapter
         print(json.dumps(cascade_costs(args.model, args.adapter, heldout, labels, args)))
         return
     before = None
     if not args.skip_before:
         t = time.perf_counter()
-        before = evaluate(args.model, heldout, **eval_kw)
+        before = evaluate(args.model, heldout, progress=_progress("eval before"), **eval_kw)
         before_s = time.perf_counter() - t
     res = train_lora(
         args.model, train, cfg, output_dir=args.output_dir, progress=not args.json, resume=False
     )
     t = time.perf_counter()
-    after = evaluate(args.model, heldout, adapter_dir=res.adapter_dir, **eval_kw)
+    after = evaluate(
+        args.model,
+        heldout,
+        adapter_dir=res.adapter_dir,
+        progress=_progress("eval after"),
+        **eval_kw,
+    )
     after_s = time.perf_counter() - t
-    cascade = cascade_costs(args.model, Path(res.adapter_dir), heldout, labels, args)
+    cascade = (
+        {}
+        if args.no_cascade
+        else cascade_costs(args.model, Path(res.adapter_dir), heldout, labels, args)
+    )
     report = {
         "train_examples": len(train),
         "eval_examples": len(heldout),

@@ -34,7 +34,12 @@ def traffic_class(messages: Sequence[Mapping[str, Any]]) -> str:
 def read_answer_sets(adapter_path: str | Path | None) -> dict[str, tuple[str, ...]]:
     """The answer sets stored beside an adapter; ``{}`` when there are none (or no metadata).
 
-    A plain PEFT directory without our metadata is served unconstrained, as before.
+    A plain PEFT directory without our metadata is served unconstrained, as before. A metadata
+    file that exists but cannot be parsed is an error, not ``{}``: serving the adapter
+    unconstrained would silently give a different accuracy from the one its gate measured.
+
+    Raises:
+        ModelLoadError: ``metadata.json`` is unreadable or not JSON; the message names it.
     """
     if adapter_path is None:
         return {}
@@ -42,9 +47,14 @@ def read_answer_sets(adapter_path: str | Path | None) -> dict[str, tuple[str, ..
     if not meta_file.is_file():
         return {}
     try:
-        raw = json.loads(meta_file.read_text())
-    except (OSError, ValueError):
-        return {}
+        raw = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        from router.errors import ModelLoadError
+
+        raise ModelLoadError(
+            f"{meta_file}: broken adapter metadata ({exc}); fix or restore the file, or "
+            "serve another adapter (hybridgate adapters rollback)"
+        ) from None
     sets = raw.get("answer_sets") if isinstance(raw, dict) else None
     if not isinstance(sets, dict):
         return {}

@@ -184,7 +184,15 @@ class ResponseCache:
         }
 
     def _open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        from router._files import private_dir, private_file, tighten
+
+        private_dir(self.directory)  # answers are the user's data: 0700 folder, 0600 files
+        db = self.directory / DB_FILES[0]
+        if db.exists():
+            for name in DB_FILES:
+                tighten(self.directory / name)
+        else:
+            private_file(db)  # SQLite gives -wal/-shm the main file's mode
         try:
             self._cache = diskcache.Cache(
                 str(self.directory), disk=JSONOnlyDisk, **self._settings()
@@ -202,6 +210,9 @@ class ResponseCache:
                 self._cache.close()
         for name in DB_FILES:
             (self.directory / name).unlink(missing_ok=True)
+        from router._files import private_file
+
+        private_file(self.directory / DB_FILES[0])
         self._cache = diskcache.Cache(str(self.directory), disk=JSONOnlyDisk, **self._settings())
 
     # -- keys ----------------------------------------------------------------------

@@ -12,8 +12,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from router.ledger import LedgerEntry
+    from router.policy import RoutingPolicy
 
 app = typer.Typer(
     help="hybridgate: route easy LLM requests to a local model, hard ones to the cloud, and "
@@ -57,6 +62,29 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _load_policy(policy: str | None) -> RoutingPolicy:
+    """The policy, or exit 2 with the loader's one-line ``file:line: field: problem`` message."""
+    from router.errors import PolicyError
+    from router.policy import load_policy
+
+    try:
+        return load_policy(_policy_source(policy))
+    except PolicyError as exc:
+        _fail(str(exc))
+
+
+def _local_time(ts: object) -> str:
+    """A Unix timestamp as ISO 8601 local time with its UTC offset; anything else as given."""
+    from datetime import datetime
+
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        return str(ts if ts is not None else "?")
+    try:
+        return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return str(ts)
+
+
 @app.command()
 def ask(
     question: str = typer.Argument(..., help="The user message."),
@@ -75,16 +103,18 @@ def ask(
     """Send one request through the gateway and show where it went and what it cost."""
     from router.client import HybridClient
     from router.errors import HybridGateError
-    from router.policy import load_policy
 
-    pol = load_policy(_policy_source(policy))
+    pol = _load_policy(policy)
     if local and cloud:
         _fail("--local and --cloud exclude each other")
     if local:
         pol = pol.replace(mode="local")
     elif cloud:
         pol = pol.replace(mode="cloud")
-    client = HybridClient(policy=pol, ledger=_ledger_path(ledger), api_base=api_base)
+    try:
+        client = HybridClient(policy=pol, ledger=_ledger_path(ledger), api_base=api_base)
+    except HybridGateError as exc:  # a bad ledger, classifier or adapter named by the policy
+        _fail(str(exc))
     kwargs = {
         "messages": [{"role": "user", "content": question}],
         "max_tokens": max_tokens,
@@ -131,7 +161,6 @@ def report(
     ledger: Path | None = LedgerOpt,
 ) -> None:
     """Savings versus sending everything to the cloud, from the ledger."""
-    from router.ledger import Ledger
     from router.reports import parse_since, render_table, summarize, to_csv, to_json
     from router.reports import plot as plot_report
 
@@ -142,22 +171,59 @@ def report(
         _fail(f"no ledger at {path}: send some requests first (hybridgate ask / hybridgate demo)")
     try:
         start = parse_since(since) if since else None
-        with Ledger(path) as led:
-            rows = led.rows(since=start)
+    except ValueError as exc:
+        _fail(str(exc))
+    rows, shadow = _read_ledger(path, since=start)
+    try:
         rep = summarize(rows, by=None if by == "none" else by)
     except ValueError as exc:
         _fail(str(exc))
     if fmt == "json":
-        typer.echo(to_json(rep))
+        data = json.loads(to_json(rep))
+        data["shadow"] = shadow
+        typer.echo(json.dumps(data, indent=2))
     elif fmt == "csv":
         typer.echo(to_csv(rep), nl=False)
     else:
         from rich.console import Console
 
         Console(width=None if sys.stdout.isatty() else 160).print(render_table(rep))
+        typer.echo(_shadow_line(shadow))
+    from router.reports import serving_status_lines
+
+    for line in serving_status_lines(_home() / "policy.yaml"):  # why the adapter serves what
+        typer.echo(line, err=fmt != "table")  # json/csv stay machine-readable on stdout
     if plot:
         plot_report(rep, plot)
         typer.echo(f"wrote {plot}", err=True)
+
+
+def _read_ledger(path: Path, *, since: float | None) -> tuple[list[LedgerEntry], dict[str, int]]:
+    """Rows and the shadow summary, opened read-only: ``report`` never writes, so a ledger
+    this user may only read still reports. A corrupt or truncated file exits 2 naming it."""
+    import sqlite3
+
+    from router.ledger import Ledger
+
+    try:
+        with Ledger(path, read_only=True) as led:
+            return led.rows(since=since), led.shadow_summary(since=since)
+    except sqlite3.Error as exc:  # damage found while reading pages, after a clean open
+        _fail(f"ledger {path}: cannot be read ({exc}); is it truncated or corrupt?")
+    except Exception as exc:
+        from router.errors import HybridGateError  # imported only here: report starts fast
+
+        if not isinstance(exc, HybridGateError):
+            raise
+        _fail(str(exc))
+    raise AssertionError("unreachable")  # _fail always exits
+
+
+def _shadow_line(shadow: dict[str, int]) -> str:
+    """One line under the report table: labels lost to a full shadow queue, and what to do."""
+    dropped = shadow.get("dropped", 0)
+    hint = "; raise shadow.max_pending or shadow.workers" if dropped else ""
+    return f"shadow jobs dropped (queue full): {dropped}{hint}"
 
 
 @app.command()
@@ -225,11 +291,24 @@ def replay_cloud(
     port: int = typer.Option(8400, "--port"),
     host: str = typer.Option("127.0.0.1", "--host"),
     latency_ms: float = typer.Option(0.0, "--latency-ms"),
+    answers: Path | None = typer.Option(
+        None,
+        "--answers",
+        exists=True,
+        dir_okay=False,
+        help="JSON object {prompt: answer} served on top of the bundled data.",
+    ),
 ) -> None:
     """Serve the bundled replay data as an OpenAI-compatible cloud (offline demo and tests)."""
     from router.replay import serve
 
-    serve(host=host, port=port, latency_ms=latency_ms)
+    try:
+        serve(host=host, port=port, latency_ms=latency_ms, answers_file=answers)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, json.JSONDecodeError):
+            _fail(f"{answers}: invalid JSON ({exc})")
+        text = str(exc)
+        _fail(text if answers is None or str(answers) in text else f"{answers}: {text}")
 
 
 @models_app.command("pull")
@@ -300,14 +379,15 @@ def tune(
     ledger: Path | None = LedgerOpt,
 ) -> None:
     """Fit the router on labelled traffic and pick the cheapest threshold that keeps quality."""
+    from router.errors import HybridGateError
     from router.ledger import Ledger
-    from router.policy import load_policy, save_policy
+    from router.policy import save_policy
     from router.retune import labelled_from_csv, labelled_from_ledger, retune
     from router.tuning import format_curve, plot_curve
 
     if what not in ("route", "cascade"):
         _fail(f"--what must be route or cascade, got {what!r}")
-    pol = load_policy(_policy_source(policy))
+    pol = _load_policy(policy)
     out_path = out or _home() / "policy.yaml"
     try:
         if csv_path:
@@ -323,7 +403,7 @@ def tune(
             out_dir=out_path.parent,
             min_labels=min_labels,
         )  # type: ignore[arg-type]
-    except ValueError as exc:
+    except (ValueError, HybridGateError) as exc:  # LedgerError names the unusable file
         _fail(str(exc))
     typer.echo(format_curve(tuned.result))
     r = tuned.result
@@ -370,10 +450,9 @@ def distill(
     """Distil cloud answers into a new LoRA adapter; promote it only if it beats the current one."""
 
     from router.ledger import Ledger
-    from router.policy import load_policy
     from training.nightly import run_distill
 
-    pol = load_policy(_policy_source(policy))
+    pol = _load_policy(policy)
     start = None
     if since:
         from router.reports import parse_since
@@ -385,12 +464,21 @@ def distill(
             typer.echo("no ledger yet; nothing to distil")
             return
         _fail(f"no ledger at {path}: send traffic through the gateway first")
-    with Ledger(path) as led:
+    from router.errors import LedgerError
+
+    try:
+        led = Ledger(path)
+    except LedgerError as exc:
+        _fail(str(exc))
+    with led:
         if dry_run:
             from training.dataset import examples_from_ledger, filter_examples
             from training.lora import dry_run as estimate
 
-            kept, report = filter_examples(examples_from_ledger(led.rows(), min_ts=start))
+            kept, report = filter_examples(
+                examples_from_ledger(led.rows(), min_ts=start),
+                max_answer_chars=pol.distill.max_answer_chars,
+            )
             typer.echo(str(report))
             if not kept:
                 _fail("no usable examples in the ledger")
@@ -503,9 +591,14 @@ RootOpt = typer.Option(
 @adapters_app.command("list")
 def adapters_list(root: Path | None = RootOpt) -> None:
     """Registered adapter versions; * marks the one serving."""
+    from router.errors import HybridGateError
+
     reg = _registry(root)
-    current = reg.current()
-    infos = reg.list()
+    try:
+        current = reg.current()
+        infos = reg.list()
+    except HybridGateError as exc:  # broken metadata.json / CURRENT / history.json, named
+        _fail(str(exc))
     if not infos:
         typer.echo("no adapters yet: run hybridgate distill")
         return
@@ -514,7 +607,7 @@ def adapters_list(root: Path | None = RootOpt) -> None:
         m = info.metrics
         agreement = m.get("agreement")
         typer.echo(
-            f"{mark} {info.version}  created {info.metadata.get('created', '?')}  "
+            f"{mark} {info.version}  created {_local_time(info.metadata.get('created'))}  "
             f"agreement {agreement if agreement is None else f'{agreement:.3f}'}  "
             f"n_train {info.metadata.get('n_train', '?')}"
         )

@@ -82,8 +82,12 @@ class HybridClient:
         seed: int | None = None,
     ) -> None:
         policy = policy if isinstance(policy, RoutingPolicy) else load_policy(policy)
+        if cloud is None:
+            cloud = _cloud_transport(policy, api_key, api_base)
+        redactions = getattr(cloud, "redactions", None)
+        secrets = tuple(v for v in (api_key, *(redactions() if redactions else ())) if v)
         if not isinstance(ledger, Ledger):
-            ledger = Ledger(ledger, store_content=policy.store_content)
+            ledger = Ledger(ledger, store_content=policy.store_content, redact=secrets)
         prices = PriceBook(
             {
                 name: {"input_per_mtok": p.input_per_mtok, "output_per_mtok": p.output_per_mtok}
@@ -99,13 +103,15 @@ class HybridClient:
             policy=policy,
             ledger=ledger,
             prices=prices,
-            cloud=cloud if cloud is not None else _cloud_transport(policy, api_key, api_base),
+            cloud=cloud,
             local_factory=_local_factory(policy, local),
             cache=_cache(policy, cache),
             classifier=classifier if classifier is not None else _classifier(policy),
             retrier=Retrier(retry, seed=seed),
             seed=seed,
             adapter_watcher=_adapter_watcher(policy, local),
+            adapter_hint=_adapter_hint(policy) if local is None or _is_factory(local) else None,
+            secrets=secrets,
         )
         self.chat = _Chat(self._gateway, is_async=self._is_async)
 
@@ -167,9 +173,13 @@ def _cloud_transport(policy: RoutingPolicy, api_key: str | None, api_base: str |
     )
 
 
+def _is_factory(local: Any) -> bool:
+    return callable(local) and not hasattr(local, "complete")
+
+
 def _local_factory(policy: RoutingPolicy, local: Any) -> Any:
     if local is not None:
-        return local if callable(local) and not hasattr(local, "complete") else (lambda: local)
+        return local if _is_factory(local) else (lambda: local)
 
     def build() -> Any:
         from local_models import LocalModelConfig
@@ -199,6 +209,18 @@ def _adapter_watcher(policy: RoutingPolicy, local: Any) -> Any:
     return CurrentAdapterWatcher(registry_current())
 
 
+def _adapter_hint(policy: RoutingPolicy) -> Any:
+    """``() -> version`` the local model will load, read before it loads (for cache keys)."""
+
+    def hint() -> str | None:
+        try:
+            return _adapter(policy.local.adapter)[1]
+        except Exception:  # an unreadable registry fails the local call later, not this lookup
+            return None
+
+    return hint
+
+
 def _adapter(spec: str | None) -> tuple[str | None, str | None]:
     """``current`` -> the promoted adapter in the registry; a path -> itself; None -> base model."""
     if not spec:
@@ -215,7 +237,9 @@ def _adapter(spec: str | None) -> tuple[str | None, str | None]:
 
 
 def _cache(policy: RoutingPolicy, cache: Any) -> Any:
-    if cache is False or not policy.cache.enabled:
+    # store_content: false promises no prompt or answer text in any file; a response cache is
+    # answer text on disk, so it stays off.
+    if cache is False or not policy.cache.enabled or not policy.store_content:
         return None
     if cache is not None:
         return cache

@@ -37,6 +37,20 @@ class Decision:
     route: Choice
     reason: str
     score: float | None = None
+    cloud_allowed: bool = True
+    """False when a rule, the mode or the budget pinned the request to the local model: then no
+    failure, escalation or cache entry may hand it a cloud answer or send it to the cloud."""
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """The backends whose answers this request may get, in the order they are tried."""
+        if self.route == "cascade":
+            return ("local", "cloud")
+        return (self.route,)
+
+
+def _pinned_local(reason: str, score: float | None = None) -> Decision:
+    return Decision("local", reason, score, cloud_allowed=False)
 
 
 class Decider:
@@ -71,21 +85,34 @@ class Decider:
         tags = request.metadata
         forced = tags.get(ROUTE_TAG)
         tag_values = set(tags.values()) | set(tags)
-        if forced == "cloud" or tag_values & set(rules.force_cloud_tags):
+        # Pins to the local model come first: a private prompt stays on the machine even when
+        # it also carries a cloud tag, tools, or a prompt too long for the local model (then
+        # the local backend refuses it, and the caller gets that error). After the tags, the
+        # caller's per-request metadata.route, then the policy's mode: local.
+        local_tags = sorted(tag_values & set(rules.force_local_tags))
+        if local_tags:
+            return _pinned_local(f"rule:forced_local(tag:{local_tags[0]})")
+        if forced == "local":
+            return _pinned_local(f"rule:forced_local(metadata.{ROUTE_TAG})")
+        if forced == "cloud":  # the caller's explicit choice for this one request
+            return Decision("cloud", "rule:forced_cloud")
+        if policy.mode == "local":
+            return _pinned_local("policy:local")
+        if tag_values & set(rules.force_cloud_tags):
             return Decision("cloud", "rule:forced_cloud")
         if request.tools and rules.cloud_if_tools:
             return Decision("cloud", "rule:tools")
         if request.response_format and rules.cloud_if_response_format:
             return Decision("cloud", "rule:response_format")
-        if forced == "local" or tag_values & set(rules.force_local_tags):
-            return Decision("local", "rule:forced_local")
         if policy.mode == "cloud":
             return self._budget_checked(Decision("cloud", "policy:cloud"))
+        served = rules.local_classes
+        if served is not None and _traffic_class(request) not in served:
+            # The adapter never cleared its floor on this class (or has not earned traffic).
+            return self._budget_checked(Decision("cloud", "rule:class_not_served"))
         limit = rules.max_local_prompt_tokens or policy.local.max_prompt_tokens
         if self._count_tokens(request) > limit:
             return self._budget_checked(Decision("cloud", "rule:prompt_too_long"))
-        if policy.mode == "local":
-            return Decision("local", "policy:local")
         if policy.mode == "cascade":
             return Decision("cascade", "policy:cascade")
 
@@ -122,7 +149,14 @@ class Decider:
                 "requests that need the cloud fail until midnight "
                 f"({budget.timezone}) or until budget.daily_usd is raised"
             )
-        return Decision("local", "budget:exhausted", decision.score)
+        return _pinned_local("budget:exhausted", decision.score)
+
+
+def _traffic_class(request: ChatRequest) -> str:
+    """The key the promotion gate judged this request's class under (its system prompt)."""
+    from local_models.answer_sets import traffic_class  # imported only when classes are set
+
+    return traffic_class(request.messages)
 
 
 def _approx_tokens(request: ChatRequest) -> int:

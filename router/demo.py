@@ -203,8 +203,7 @@ def _round(
 ) -> RoundResult:
     """Distil, gate, promote, relabel and retune; then send ``traffic`` with the result."""
     from router.client import HybridClient
-    from router.policy import load_policy
-    from router.reports import summarize
+    from router.reports import serving_status_lines, summarize
     from training.evaluate import default_judge
     from training.nightly import run_distill
     from training.registry import AdapterRegistry
@@ -212,35 +211,30 @@ def _round(
     t0 = time.perf_counter()
     registry = AdapterRegistry(home / "adapters")
     say(f"round {k}: distilling up to {train_examples} short cloud answers into a LoRA adapter...")
+    # The same data filters and gate settings as `hybridgate distill` (the policy's `distill`
+    # section): long answers such as the math working stay with the cloud on every path.
     summary = run_distill(
         ledger=ledger,
         policy=base,
         registry=registry,
         max_train=train_examples,
         min_examples=20,
-        max_answer_chars=64,
         epochs=epochs,
         policy_out=home / "policy.yaml",
         target_quality=0.97,
     )
-    say(f"distill: {summary.status}; {summary.gate_reason}; retune: {summary.retune}")
+    say(f"distill: {summary.status}; {summary.gate_reason}")
+    for line in serving_status_lines(home / "policy.yaml"):
+        say(line)
     say(f"round {k}: distil, gate, relabel and retune took {time.perf_counter() - t0:.0f} s")
     t1 = time.perf_counter()
-    tuned_path = home / "policy.yaml"
-    policy = load_policy(tuned_path) if tuned_path.exists() else base.replace(mode="cascade")
     current = registry.current()
-    policy = policy.replace(
-        **{
-            "cloud.api_base": cloud_url,
-            "shadow.rate": 0.0,
-            "local.adapter": str(current.path) if current else None,
-            # callers come back together at the end of a wave: give them time to rejoin
-            "local.max_wait_ms": 25.0,
-        }
-    )
+    policy, shadowing = _round_policy(home / "policy.yaml", base, current, cloud_url)
     started = time.time()
     with HybridClient(policy=policy, ledger=ledger, seed=seed) as client:
         replies = _send(client, traffic, concurrency)
+        if shadowing:  # the labels a later round tunes on
+            client.shadow.drain()
     judge = default_judge()  # the promotion gate's judge, picked per teacher answer
     scores, local_scores = [], []
     for req, reply in zip(traffic, replies, strict=True):
@@ -266,6 +260,32 @@ def _round(
         local_share=len(local_scores) / len(traffic) if traffic else 0.0,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _round_policy(tuned_path: Path, base: Any, current: Any, cloud_url: str) -> tuple[Any, bool]:
+    """The policy a round's traffic is served with, and whether it shadow-labels.
+
+    The nightly chain's policy when it wrote one (the adapter then serves only what its labels
+    showed it can); otherwise all-cloud: with no tuned policy there is no evidence for any
+    threshold, and the bundled defaults must not hand traffic to an untested adapter (or the
+    base model). A policy under which the adapter takes no traffic keeps shadow labelling on,
+    so the next round has labels to tune on; otherwise the round measures serving only.
+    """
+    from router.policy import load_policy
+
+    policy = load_policy(tuned_path) if tuned_path.exists() else base.replace(mode="cloud")
+    shadowing = policy.mode == "cloud" or policy.rules.local_classes == ()
+    changes: dict[str, Any] = {
+        "cloud.api_base": cloud_url,
+        "local.adapter": str(current.path) if current else None,
+        # callers come back together at the end of a wave: give them time to rejoin
+        "local.max_wait_ms": 25.0,
+    }
+    if shadowing:
+        changes["shadow.workers"] = 32  # as in phase 1: the batcher answers them together
+    else:
+        changes["shadow.rate"] = 0.0
+    return policy.replace(**changes), shadowing
 
 
 def _send(client: Any, traffic: list[dict[str, Any]], concurrency: int) -> list[Any]:

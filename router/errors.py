@@ -7,11 +7,11 @@
       PolicyError               (a policy file or object is invalid)
       RoutingError
       BackendError
-        LocalModelError
+        LocalModelError         (also openai.InternalServerError: 500, or 503/504 below)
           ModelLoadError
-          LocalOutOfMemory
-          Overloaded            (the local queue is full)
-          BatcherTimeout
+          LocalOutOfMemory      (503)
+          Overloaded            (503: the local queue is full)
+          BatcherTimeout        (504)
         CloudError              (also the matching openai.* error)
           RateLimited           (openai.RateLimitError, 429)
           CloudTimeout          (openai.APITimeoutError)
@@ -21,6 +21,7 @@
           CloudServerError      (openai.InternalServerError, 5xx)
       BudgetExceeded
       NotFittedError
+      LedgerError               (the ledger file cannot be opened/written; names the path)
 
 Cloud errors subclass both our tree and the ``openai`` SDK's exception of the same
 meaning, so an app's existing ``except openai.RateLimitError`` keeps working after it
@@ -73,8 +74,17 @@ class BackendError(HybridGateError):
     retryable: bool = False
 
 
-class LocalModelError(BackendError):
-    """The local model could not answer."""
+class LocalModelError(BackendError, openai.InternalServerError):
+    """The local model could not answer (also ``openai.InternalServerError``, so a caller whose
+    request was pinned to the local model handles it like any server error)."""
+
+    status: int = 500
+
+    def __init__(self, message: str = "the local model could not answer") -> None:
+        openai.InternalServerError.__init__(
+            self, message, response=_response(self.status), body={"message": message}
+        )
+        self.status_code = self.status
 
 
 class ModelLoadError(LocalModelError):
@@ -84,13 +94,19 @@ class ModelLoadError(LocalModelError):
 class LocalOutOfMemory(LocalModelError):
     """The local device ran out of memory."""
 
+    status = 503
+
 
 class Overloaded(LocalModelError):
     """The local request queue is full: back off or route elsewhere."""
 
+    status = 503
+
 
 class BatcherTimeout(LocalModelError):
     """A queued local request waited longer than its timeout."""
+
+    status = 504
 
 
 class CloudError(BackendError):
@@ -173,6 +189,14 @@ class NotFittedError(HybridGateError, ValueError):
     """A classifier was used before ``fit`` or ``load``."""
 
 
+class LedgerError(HybridGateError):
+    """The ledger file cannot be used (read-only, corrupt, foreign, newer schema)."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 __all__ = [
     "BackendError",
     "BatcherTimeout",
@@ -185,6 +209,7 @@ __all__ = [
     "CloudTimeout",
     "HybridGateError",
     "InvalidRequest",
+    "LedgerError",
     "LocalModelError",
     "LocalOutOfMemory",
     "ModelLoadError",

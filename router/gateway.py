@@ -1,29 +1,49 @@
-"""The request loop: validate -> cache -> decide -> local / cloud (with cascade) -> ledger.
+"""The request loop: validate -> decide -> cache -> local / cloud (with cascade) -> ledger.
 
 ``HybridClient`` is a thin OpenAI-shaped surface over one ``Gateway``. Everything that must happen
-exactly once per request lives here: retries, cost accounting, the ledger row (written in a
-``finally``, so failures are recorded too) and shadow labelling.
+exactly once per request lives here: the deadline, retries, cost accounting, the ledger row
+(written on every exit, failures included) and shadow labelling.
+
+Three promises shape the code:
+
+- A request the decision pinned to the local model (a ``force_local_tags`` tag,
+  ``metadata={"route": "local"}``, ``mode: local``, a spent budget with ``on_exceeded: local``)
+  never reaches the cloud: a local failure is the caller's error, not a fallback.
+- The cache is looked up *after* the decision, under the backend that produced each answer, so a
+  request never gets an answer from a backend its decision excludes.
+- Rows == requests: a stream that is never read, cut short, or closed early still gets its row.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import itertools
 import logging
 import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from router.confidence import confidence as answer_confidence
 from router.decision import Decider, Decision
-from router.errors import BackendError, CloudError, HybridGateError, LocalModelError
-from router.ledger import Ledger, LedgerEntry
+from router.errors import (
+    BackendError,
+    CloudError,
+    CloudTimeout,
+    HybridGateError,
+    InvalidRequest,
+    LocalModelError,
+)
+from router.ledger import Ledger, LedgerEntry, redact_values
 from router.pricing import PriceBook
 from router.responses import chunk, completion, final_chunk
 from router.retry import Retrier
 from router.shadow import ShadowLabeller
+from router.streams import AsyncHybridStream, HybridStream
 from router.types import BackendResult, ChatRequest, RouteInfo, StreamDelta
 from router.validation import build_request
 
@@ -42,6 +62,29 @@ class _Outcome:
     escalated: bool = False
     local_seconds: float = 0.0
     cache_hit: bool = False
+    answered_by: str = ""
+    """The backend whose answer this is (``local``/``cloud``), also for cache hits."""
+
+
+@dataclass
+class _Call:
+    """One request in flight: its validated form, its ledger row, and its clock."""
+
+    entry: LedgerEntry
+    t0: float
+    request: ChatRequest | None = None
+    deadline: float | None = None
+    """``time.monotonic()`` by which the whole call (local try, retries, backoff) must end."""
+    total_s: float | None = None
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def at(self, route: str, reason: str, *, escalated: bool = False) -> None:
+        """Note where the call is now, so a failure's row says where it failed."""
+        self.entry.route = route
+        self.entry.reason = reason
+        self.entry.escalated = self.entry.escalated or escalated
 
 
 class Gateway:
@@ -61,6 +104,8 @@ class Gateway:
         judge: str | None = None,
         seed: int | None = None,
         adapter_watcher: Any = None,
+        adapter_hint: Callable[[], str | None] | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self.policy = policy
         self.ledger = ledger
@@ -73,6 +118,10 @@ class Gateway:
         self._local_lock = threading.Lock()
         self._rng = random.Random(seed)
         self.adapter_watcher = adapter_watcher
+        self._adapter_hint = adapter_hint
+        self._secrets = tuple(s for s in secrets if s)
+        self._flights: dict[str, Future[BackendResult]] = {}
+        self._flights_lock = threading.Lock()
         self.decider = Decider(
             policy,
             classifier=classifier,
@@ -106,113 +155,197 @@ class Gateway:
 
     @property
     def adapter_version(self) -> str | None:
-        return getattr(self._local, "adapter_version", None) if self._local else None
+        """The adapter local answers come from now; before the model loads, the one it will
+        load (so a fresh gateway after a promotion does not replay the old adapter's answers)."""
+        if self._local is not None:
+            return getattr(self._local, "adapter_version", None)
+        return self._adapter_hint() if self._adapter_hint is not None else None
 
     def _cloud_spend_today(self) -> float:
         tz = self.policy.budget.timezone
         return self.ledger.cloud_spend(since=_midnight(tz))
 
+    def _cloud_attempt(self, call: _Call) -> ChatRequest:
+        """The request for one cloud attempt: its timeout is what is left of the deadline."""
+        assert call.request is not None
+        per_attempt = float(self.policy.cloud.timeout_s)
+        left = call.remaining()
+        if left is None:
+            return dataclasses.replace(call.request, timeout=per_attempt)
+        if left <= 0:
+            raise CloudTimeout(
+                f"the request's deadline of {call.total_s:g} s passed before the cloud answered "
+                "(the timeout argument, or cloud.deadline_s in the policy)"
+            )
+        return dataclasses.replace(call.request, timeout=min(left, per_attempt))
+
+    def _local_attempt(self, call: _Call) -> ChatRequest:
+        assert call.request is not None
+        left = call.remaining()
+        if left is None:
+            return call.request
+        return dataclasses.replace(call.request, timeout=max(left, 0.001))
+
     # -- pieces shared by every call shape ---------------------------------------------------
-    def begin(self, kwargs: dict[str, Any]) -> tuple[ChatRequest, LedgerEntry]:
+    def begin(self, kwargs: dict[str, Any]) -> _Call:
         """Validate; on bad input still write a ledger row, then raise."""
-        entry = LedgerEntry(
-            request_id="",
-            ts=time.time(),
-            route="none",
-            requested_model=str(kwargs.get("model") or self.policy.cloud.model),
-            policy_version=self.policy.version,
-            stream=bool(kwargs.get("stream")),
+        call = _Call(
+            entry=LedgerEntry(
+                request_id="",
+                ts=time.time(),
+                route="none",
+                requested_model=str(kwargs.get("model") or self.policy.cloud.model),
+                policy_version=self.policy.version,
+                stream=bool(kwargs.get("stream")),
+            ),
+            t0=time.perf_counter(),
         )
-        entry._t0 = time.perf_counter()  # type: ignore[attr-defined]
         try:
             request = build_request(kwargs, default_model=self.policy.cloud.model)
             if not self.prices.has_price(request.model):
-                from router.errors import InvalidRequest
-
                 raise InvalidRequest(
                     f"unknown model {request.model!r}: no price is known for it; add it under "
                     "cloud.prices in your policy (USD per 1M input/output tokens)",
                     param="model",
                 )
         except HybridGateError as exc:
-            entry.request_id = _new_id()
-            self.fail(entry, exc)
+            call.entry.request_id = _new_id()
+            self.fail(call, exc)
             raise
+        call.request = request
+        call.total_s = request.timeout if request.timeout else self.policy.cloud.deadline_s
+        if call.total_s:
+            call.deadline = time.monotonic() + call.total_s
+        entry = call.entry
         entry.request_id = request.request_id
         entry.user = request.user
         entry.tags = dict(request.metadata) or None
         if self.policy.store_content:
             entry.messages = [dict(m) for m in request.messages]
-        return request, entry
+        return call
 
-    def cached(self, request: ChatRequest) -> _Outcome | None:
+    def decide(self, call: _Call) -> Decision:
+        assert call.request is not None
+        decision = self.decider.decide(call.request)
+        call.entry.score = decision.score
+        call.at("cloud" if decision.route == "cloud" else "local", decision.reason)
+        return decision
+
+    def _answerer(self, backend: str, request: ChatRequest) -> tuple[str, str | None]:
+        """Cache identity of the backend that answers: what produced the text is in the key."""
+        if backend == "cloud":
+            return f"cloud:{request.model}", None
+        local = self.policy.local
+        return f"local:{local.model}:{local.precision}", self.adapter_version
+
+    def cached(self, request: ChatRequest, decision: Decision) -> _Outcome | None:
+        """A stored answer from a backend the decision allows, tried in the decision's order."""
         if self.cache is None or not self.cache.cacheable(request):
             return None
-        hit = self.cache.get(request, model=request.model, adapter_version=self.adapter_version)
-        if hit is None:
-            return None
-        result = BackendResult(
-            text=hit.text,
-            finish_reason=hit.finish_reason,
-            prompt_tokens=hit.prompt_tokens,
-            completion_tokens=hit.completion_tokens,
-            model=hit.model,
-            adapter_version=hit.adapter_version,
-        )
-        return _Outcome(route="cache", reason="cache_hit", result=result, cache_hit=True)
-
-    def decide(self, request: ChatRequest) -> Decision:
-        return self.decider.decide(request)
-
-    def _kept_locally(
-        self, decision: Any, result: BackendResult
-    ) -> tuple[_Outcome | None, float | None]:
-        """The local outcome when the local answer stands (routed local, or confident enough);
-        else None and the confidence that made the cascade escalate."""
-        if decision.route == "local":
-            return (
-                _Outcome(
-                    "local",
-                    decision.reason,
-                    result,
+        for backend in decision.backends:
+            model, adapter = self._answerer(backend, request)
+            hit = self.cache.get(request, model=model, adapter_version=adapter)
+            if hit is not None:
+                return _Outcome(
+                    route="cache",
+                    reason=f"cache_hit:{backend}",
+                    result=hit.to_result(),
                     score=decision.score,
-                    local_seconds=result.compute_seconds,
-                ),
-                None,
-            )
-        keep, conf = self.keep_local(result)
-        if not keep:
-            return None, conf
-        outcome = _Outcome(
-            "local",
-            f"confident>={self.policy.thresholds.cascade:.2f}",
-            result,
-            score=decision.score,
-            confidence=conf,
-            local_seconds=result.compute_seconds,
-        )
-        return outcome, conf
+                    cache_hit=True,
+                    answered_by=backend,
+                )
+        return None
+
+    def _flight_key(self, request: ChatRequest, decision: Decision) -> str | None:
+        """Identical cacheable requests in flight at once share one upstream call."""
+        if self.cache is None or not self.cache.cacheable(request):
+            return None
+        backends = ",".join(decision.backends)
+        return self.cache.key(request, model=f"flight:{backends}", adapter_version=None)
+
+    def _join(self, request: ChatRequest, decision: Decision) -> tuple[str | None, Future | None]:
+        """``(key, future)``: a future to wait on if an identical request leads, else we lead."""
+        key = self._flight_key(request, decision)
+        if key is None:
+            return None, None
+        with self._flights_lock:
+            leader = self._flights.get(key)
+            if leader is not None:
+                return key, leader
+            self._flights[key] = Future()
+        return key, None
+
+    def _land(
+        self, key: str | None, result: BackendResult | None, exc: BaseException | None
+    ) -> None:
+        if key is None:
+            return
+        with self._flights_lock:
+            future = self._flights.pop(key, None)
+        if future is None:
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _shared(result: BackendResult, decision: Decision) -> _Outcome:
+        copy = dataclasses.replace(result, compute_seconds=0.0, cost_usd=0.0, token_logprobs=None)
+        return _Outcome("cache", "cache_hit:coalesced", copy, score=decision.score, cache_hit=True)
 
     def keep_local(self, result: BackendResult) -> tuple[bool, float]:
         conf = answer_confidence(result.token_logprobs or [])
         return conf >= self.policy.thresholds.cascade, conf
 
-    def finish(self, request: ChatRequest, entry: LedgerEntry, outcome: _Outcome) -> RouteInfo:
+    def _after_local(
+        self, call: _Call, decision: Decision, result: BackendResult
+    ) -> tuple[_Outcome | None, float | None]:
+        """The local outcome when it stands (routed local, or confident enough); else None and
+        the confidence that made the cascade escalate (the call is then marked escalating)."""
+        if decision.route == "local":
+            outcome = _Outcome(
+                "local",
+                decision.reason,
+                result,
+                decision.score,
+                local_seconds=result.compute_seconds,
+            )
+            return outcome, None
+        keep, conf = self.keep_local(result)
+        call.entry.confidence = conf
+        if keep:
+            reason = f"confident>={self.policy.thresholds.cascade:.2f}"
+            outcome = _Outcome(
+                "local", reason, result, decision.score, conf, local_seconds=result.compute_seconds
+            )
+            return outcome, conf
+        call.at("cloud", "escalated:low_confidence", escalated=True)
+        return None, conf
+
+    def _fallback(self, call: _Call, decision: Decision, exc: LocalModelError) -> None:
+        """Local failed: the cloud may answer only if the decision was free to choose it."""
+        if not decision.cloud_allowed:
+            raise exc
+        log.warning("local backend failed (%s); falling back to cloud", type(exc).__name__)
+        call.at("cloud", f"fallback:{type(exc).__name__}", escalated=True)
+
+    def finish(self, call: _Call, outcome: _Outcome) -> RouteInfo:
         """Price the outcome, fill and write the ledger row, cache and shadow; return RouteInfo."""
+        request, entry = call.request, call.entry
+        assert request is not None
         result = outcome.result
         baseline = self.prices.cloud_cost(
             request.model, result.prompt_tokens, result.completion_tokens
         )
         local_cost = self.prices.local_cost(outcome.local_seconds, self.policy.local.usd_per_hour)
         if outcome.route == "cloud":
-            cost = local_cost + self.prices.cloud_cost(
-                request.model, result.prompt_tokens, result.completion_tokens
-            )
+            cost = local_cost + baseline
         elif outcome.route == "local":
             cost = local_cost
         else:
             cost = 0.0
-        latency_ms = (time.perf_counter() - entry._t0) * 1000  # type: ignore[attr-defined]
+        latency_ms = (time.perf_counter() - call.t0) * 1000
         entry.route = outcome.route
         entry.reason = outcome.reason
         entry.score = outcome.score
@@ -225,14 +358,17 @@ class Gateway:
         entry.baseline_cost_usd = baseline
         entry.latency_ms = latency_ms
         entry.cache_hit = outcome.cache_hit
-        entry.adapter_version = result.adapter_version or self.adapter_version
+        entry.adapter_version = result.adapter_version or (
+            self.adapter_version if outcome.route == "local" else None
+        )
         if self.policy.store_content:
             entry.answer = result.text
         self.ledger.record(entry)
         if self.cache is not None and not outcome.cache_hit and self.cache.cacheable(request):
-            self.cache.put(
-                request, result, model=request.model, adapter_version=self.adapter_version
-            )
+            model, adapter = self._answerer(outcome.route, request)
+            if outcome.route == "local":
+                adapter = result.adapter_version or adapter
+            self.cache.put(request, result, model=model, adapter_version=adapter)
         if (
             outcome.route == "cloud"
             and not outcome.escalated
@@ -256,118 +392,146 @@ class Gateway:
             request_id=request.request_id,
         )
 
-    def fail(self, entry: LedgerEntry, exc: BaseException, route: str | None = None) -> None:
-        """Record a failed request; the ledger never misses a request."""
+    def fail(self, call: _Call, exc: BaseException) -> None:
+        """Record a failed request where it failed; the ledger never misses a request."""
+        entry = call.entry
         entry.error_type = type(exc).__name__
-        entry.error_message = str(exc)[:500]
-        if route:
-            entry.route = route
-        entry.latency_ms = (time.perf_counter() - entry._t0) * 1000  # type: ignore[attr-defined]
+        entry.error_message = self.redact(str(exc))[:500]
+        entry.latency_ms = (time.perf_counter() - call.t0) * 1000
         try:
             self.ledger.record(entry)
         except Exception:  # the caller's error matters more than a failed ledger write
             log.exception("could not record failed request %s", entry.request_id)
 
-    def _deadline(self, request: ChatRequest) -> float | None:
-        return time.monotonic() + request.timeout if request.timeout else None
+    def redact(self, text: str) -> str:
+        """Remove the configured secret values (the API key) from text bound for a row or log."""
+        return redact_values(text, self._secrets) if self._secrets else text
 
     # -- sync ------------------------------------------------------------------------------
     def create(self, kwargs: dict[str, Any]) -> Any:
-        request, entry = self.begin(kwargs)
+        call = self.begin(kwargs)
+        request = call.request
+        assert request is not None
         if request.stream:
-            return self._stream(request, entry)
-        route: str | None = None
+            return self._stream(call)
         try:
-            outcome = self.cached(request)
+            decision = self.decide(call)
+            outcome = self.cached(request, decision)
             if outcome is None:
-                decision = self.decide(request)
-                route = decision.route
-                outcome = self._run(request, decision)
-            info = self.finish(request, entry, outcome)
+                outcome = self._coalesced(call, decision)
+            info = self.finish(call, outcome)
         except BaseException as exc:
-            self.fail(entry, exc, route)
+            self.fail(call, exc)
             raise
         return completion(request, outcome.result, info)
 
-    def _cloud(self, request: ChatRequest) -> BackendResult:
+    def _coalesced(self, call: _Call, decision: Decision) -> _Outcome:
+        assert call.request is not None
+        key, leader = self._join(call.request, decision)
+        if leader is not None:
+            try:
+                return self._shared(leader.result(timeout=call.remaining()), decision)
+            except Exception:  # the leader failed or is too slow for us: try on our own
+                return self._run(call, decision)
+        try:
+            outcome = self._run(call, decision)
+        except BaseException as exc:
+            self._land(key, None, exc)
+            raise
+        self._land(key, outcome.result, None)
+        return outcome
+
+    def _cloud(self, call: _Call) -> BackendResult:
         return self.retrier.call(
-            lambda: self.cloud.complete(request), deadline=self._deadline(request)
+            lambda: self.cloud.complete(self._cloud_attempt(call)), deadline=call.deadline
         )
 
-    def _run(self, request: ChatRequest, decision: Decision) -> _Outcome:
+    def _run(self, call: _Call, decision: Decision) -> _Outcome:
         if decision.route == "cloud":
-            return _Outcome("cloud", decision.reason, self._cloud(request), score=decision.score)
+            return _Outcome("cloud", decision.reason, self._cloud(call), score=decision.score)
         try:
-            result = self.local().complete(request)
+            result = self.local().complete(self._local_attempt(call))
         except LocalModelError as exc:
-            log.warning("local backend failed (%s); falling back to cloud", type(exc).__name__)
+            self._fallback(call, decision, exc)
             return _Outcome(
-                "cloud",
-                f"fallback:{type(exc).__name__}",
-                self._cloud(request),
-                score=decision.score,
-                escalated=True,
+                "cloud", call.entry.reason, self._cloud(call), decision.score, escalated=True
             )
-        kept, conf = self._kept_locally(decision, result)
+        kept, conf = self._after_local(call, decision, result)
         if kept is not None:
             return kept
         return _Outcome(
             "cloud",
             "escalated:low_confidence",
-            self._cloud(request),
+            self._cloud(call),
             score=decision.score,
             confidence=conf,
             escalated=True,
             local_seconds=result.compute_seconds,
         )
 
-    def _stream(self, request: ChatRequest, entry: LedgerEntry) -> Iterator[Any]:
-        route: str | None = None
+    def _stream(self, call: _Call) -> HybridStream:
+        request = call.request
+        assert request is not None
+        deltas: Iterator[StreamDelta]
         try:
-            outcome = self.cached(request)
+            decision = self.decide(call)
+            outcome = self.cached(request, decision)
             if outcome is not None:
-                deltas: Iterator[StreamDelta] = iter([StreamDelta(text=outcome.result.text)])
-            else:
-                decision = self.decide(request)
-                route = decision.route
-                if decision.route == "cloud":
-                    deltas, outcome = (
-                        self._cloud_stream(request),
-                        _Outcome(
-                            "cloud", decision.reason, BackendResult(text=""), score=decision.score
-                        ),
-                    )
-                elif decision.route == "local":
-                    deltas = self.local().stream(request)
-                    outcome = _Outcome(
-                        "local", decision.reason, BackendResult(text=""), score=decision.score
-                    )
-                else:  # cascade: the answer must be complete before we know whether to keep it
-                    outcome = self._run(request, decision)
-                    deltas = iter([StreamDelta(text=outcome.result.text)])
+                deltas = iter([StreamDelta(text=outcome.result.text)])
+            elif decision.route == "cloud":
+                deltas = self._cloud_stream(call)
+                outcome = _Outcome("cloud", decision.reason, BackendResult(""), decision.score)
+            elif decision.route == "local":
+                deltas = self.local().stream(self._local_attempt(call))
+                outcome = _Outcome("local", decision.reason, BackendResult(""), decision.score)
+            else:  # cascade: the answer must be complete before we know whether to keep it
+                outcome = self._run(call, decision)
+                deltas = iter([StreamDelta(text=outcome.result.text)])
         except BaseException as exc:
-            self.fail(entry, exc, route)
+            self.fail(call, exc)
             raise
-        return self._emit(request, entry, deltas, outcome)
+        return HybridStream(
+            self._emit(call, deltas, outcome), on_unread=lambda: self._unread(call, deltas)
+        )
 
-    def _cloud_stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
+    def _unread(self, call: _Call, deltas: Any) -> None:
+        """A stream dropped before its first chunk was read: release upstream, write the row."""
+        closer = getattr(deltas, "close", None)
+        if callable(closer):
+            closer()
+        self.fail(call, ConnectionAbortedError("stream closed before it was read"))
+
+    def _cloud_stream(self, call: _Call) -> Iterator[StreamDelta]:
         """Open the stream now, retrying until the first delta arrives; later failures are final."""
         holder: dict[str, Iterator[StreamDelta]] = {}
 
         def open_stream() -> StreamDelta:
-            holder["it"] = iter(self.cloud.stream(request))
+            holder["it"] = iter(self.cloud.stream(self._cloud_attempt(call)))
             return next(holder["it"])
 
-        first = self.retrier.call(open_stream, deadline=self._deadline(request))
+        first = self.retrier.call(open_stream, deadline=call.deadline)
         return itertools.chain([first], holder["it"])
 
-    def _emit(
-        self,
-        request: ChatRequest,
-        entry: LedgerEntry,
-        deltas: Iterator[StreamDelta],
-        outcome: _Outcome,
-    ) -> Iterator[Any]:
+    def _absorb(self, outcome: _Outcome, delta: StreamDelta, parts: list[str]) -> str | None:
+        """Fold one delta into the outcome; return text to send, if any (sync and async)."""
+        if delta.result is not None:
+            outcome.result = delta.result
+            if outcome.route == "local":
+                outcome.local_seconds = delta.result.compute_seconds
+            return None
+        if delta.text:
+            parts.append(delta.text)
+            return delta.text
+        return None
+
+    def _complete_stream(self, call: _Call, outcome: _Outcome, parts: list[str]) -> RouteInfo:
+        if outcome.result.text == "" and parts:
+            outcome.result.text = "".join(parts)
+        return self.finish(call, outcome)
+
+    def _emit(self, call: _Call, deltas: Iterator[StreamDelta], outcome: _Outcome) -> Iterator[Any]:
+        request = call.request
+        assert request is not None
         cid = f"chatcmpl-{request.request_id}"
         created = int(time.time())
         parts: list[str] = []
@@ -375,118 +539,126 @@ class Gateway:
         try:
             yield chunk(cid, created, request.model, role="assistant")
             for delta in deltas:
-                if delta.result is not None:
-                    outcome.result = delta.result
-                    if outcome.route == "local":
-                        outcome.local_seconds = delta.result.compute_seconds
-                    continue
-                if delta.text:
-                    parts.append(delta.text)
-                    yield chunk(cid, created, request.model, content=delta.text)
-            if outcome.result.text == "" and parts:
-                outcome.result.text = "".join(parts)
-            info = self.finish(request, entry, outcome)
+                text = self._absorb(outcome, delta, parts)
+                if text:
+                    yield chunk(cid, created, request.model, content=text)
+            info = self._complete_stream(call, outcome, parts)
             done = True
             yield from final_chunk(cid, created, request, outcome.result, info)
         except GeneratorExit:
             if not done:
-                self.fail(
-                    entry, ConnectionAbortedError("stream closed by the caller"), outcome.route
-                )
+                self.fail(call, ConnectionAbortedError("stream closed by the caller"))
             raise
         except BaseException as exc:
             if not done:
-                self.fail(entry, exc, outcome.route)
+                self.fail(call, exc)
             raise
+        finally:
+            closer = getattr(deltas, "close", None)
+            if not done and callable(closer):
+                closer()  # release the upstream connection of a stream we stop early
 
     # -- async -----------------------------------------------------------------------------
     async def acreate(self, kwargs: dict[str, Any]) -> Any:
-        request, entry = self.begin(kwargs)
+        call = self.begin(kwargs)
+        request = call.request
+        assert request is not None
         if request.stream:
-            return await self._astream(request, entry)
-        route: str | None = None
+            return await self._astream(call)
         try:
-            outcome = self.cached(request)
+            decision = self.decide(call)
+            outcome = self.cached(request, decision)
             if outcome is None:
-                decision = self.decide(request)
-                route = decision.route
-                outcome = await self._arun(request, decision)
-            info = self.finish(request, entry, outcome)
+                outcome = await self._acoalesced(call, decision)
+            info = self.finish(call, outcome)
         except BaseException as exc:
-            self.fail(entry, exc, route)
+            self.fail(call, exc)
             raise
         return completion(request, outcome.result, info)
 
-    async def _acloud(self, request: ChatRequest) -> BackendResult:
+    async def _acoalesced(self, call: _Call, decision: Decision) -> _Outcome:
+        assert call.request is not None
+        key, leader = self._join(call.request, decision)
+        if leader is not None:
+            try:
+                waited = asyncio.shield(asyncio.wrap_future(leader))
+                return self._shared(await asyncio.wait_for(waited, call.remaining()), decision)
+            except Exception:  # the leader failed or is too slow for us: try on our own
+                return await self._arun(call, decision)
+        try:
+            outcome = await self._arun(call, decision)
+        except BaseException as exc:
+            self._land(key, None, exc)
+            raise
+        self._land(key, outcome.result, None)
+        return outcome
+
+    async def _acloud(self, call: _Call) -> BackendResult:
         return await self.retrier.acall(
-            lambda: self.cloud.acomplete(request), deadline=self._deadline(request)
+            lambda: self.cloud.acomplete(self._cloud_attempt(call)), deadline=call.deadline
         )
 
-    async def _arun(self, request: ChatRequest, decision: Decision) -> _Outcome:
+    async def _arun(self, call: _Call, decision: Decision) -> _Outcome:
         if decision.route == "cloud":
-            return _Outcome(
-                "cloud", decision.reason, await self._acloud(request), score=decision.score
-            )
+            return _Outcome("cloud", decision.reason, await self._acloud(call), decision.score)
         try:
-            result = await self.local().acomplete(request)
+            result = await self.local().acomplete(self._local_attempt(call))
         except LocalModelError as exc:
-            log.warning("local backend failed (%s); falling back to cloud", type(exc).__name__)
+            self._fallback(call, decision, exc)
             return _Outcome(
-                "cloud",
-                f"fallback:{type(exc).__name__}",
-                await self._acloud(request),
-                score=decision.score,
-                escalated=True,
+                "cloud", call.entry.reason, await self._acloud(call), decision.score, escalated=True
             )
-        kept, conf = self._kept_locally(decision, result)
+        kept, conf = self._after_local(call, decision, result)
         if kept is not None:
             return kept
         return _Outcome(
             "cloud",
             "escalated:low_confidence",
-            await self._acloud(request),
+            await self._acloud(call),
             score=decision.score,
             confidence=conf,
             escalated=True,
             local_seconds=result.compute_seconds,
         )
 
-    async def _astream(self, request: ChatRequest, entry: LedgerEntry) -> AsyncIterator[Any]:
-        route: str | None = None
+    async def _astream(self, call: _Call) -> AsyncHybridStream:
+        request = call.request
+        assert request is not None
+        deltas: AsyncIterator[StreamDelta]
         try:
-            outcome = self.cached(request)
+            decision = self.decide(call)
+            outcome = self.cached(request, decision)
             if outcome is not None:
                 deltas = _aiter([StreamDelta(text=outcome.result.text)])
+            elif decision.route == "cloud":
+                deltas = await self._acloud_stream(call)
+                outcome = _Outcome("cloud", decision.reason, BackendResult(""), decision.score)
+            elif decision.route == "local":
+                deltas = self.local().astream(self._local_attempt(call))
+                outcome = _Outcome("local", decision.reason, BackendResult(""), decision.score)
             else:
-                decision = self.decide(request)
-                route = decision.route
-                if decision.route == "cloud":
-                    deltas = await self._acloud_stream(request)
-                    outcome = _Outcome(
-                        "cloud", decision.reason, BackendResult(text=""), score=decision.score
-                    )
-                elif decision.route == "local":
-                    deltas = self.local().astream(request)
-                    outcome = _Outcome(
-                        "local", decision.reason, BackendResult(text=""), score=decision.score
-                    )
-                else:
-                    outcome = await self._arun(request, decision)
-                    deltas = _aiter([StreamDelta(text=outcome.result.text)])
+                outcome = await self._arun(call, decision)
+                deltas = _aiter([StreamDelta(text=outcome.result.text)])
         except BaseException as exc:
-            self.fail(entry, exc, route)
+            self.fail(call, exc)
             raise
-        return self._aemit(request, entry, deltas, outcome)
+        return AsyncHybridStream(
+            self._aemit(call, deltas, outcome),
+            on_unread=lambda: self.fail(
+                call, ConnectionAbortedError("stream closed before it was read")
+            ),
+            upstream=deltas,
+        )
 
-    async def _acloud_stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
+    async def _acloud_stream(self, call: _Call) -> AsyncIterator[StreamDelta]:
         holder: dict[str, Any] = {}
 
         async def open_stream() -> StreamDelta:
-            it = self.cloud.astream(request).__aiter__()
+            it = self.cloud.astream(self._cloud_attempt(call)).__aiter__()
             holder["it"] = it
             return await it.__anext__()
 
-        first = await self.retrier.acall(open_stream, deadline=self._deadline(request))
+        first = await self.retrier.acall(open_stream, deadline=call.deadline)
 
         async def chain() -> AsyncIterator[StreamDelta]:
             yield first
@@ -496,12 +668,10 @@ class Gateway:
         return chain()
 
     async def _aemit(
-        self,
-        request: ChatRequest,
-        entry: LedgerEntry,
-        deltas: AsyncIterator[StreamDelta],
-        outcome: _Outcome,
+        self, call: _Call, deltas: AsyncIterator[StreamDelta], outcome: _Outcome
     ) -> AsyncIterator[Any]:
+        request = call.request
+        assert request is not None
         cid = f"chatcmpl-{request.request_id}"
         created = int(time.time())
         parts: list[str] = []
@@ -509,29 +679,20 @@ class Gateway:
         try:
             yield chunk(cid, created, request.model, role="assistant")
             async for delta in deltas:
-                if delta.result is not None:
-                    outcome.result = delta.result
-                    if outcome.route == "local":
-                        outcome.local_seconds = delta.result.compute_seconds
-                    continue
-                if delta.text:
-                    parts.append(delta.text)
-                    yield chunk(cid, created, request.model, content=delta.text)
-            if outcome.result.text == "" and parts:
-                outcome.result.text = "".join(parts)
-            info = self.finish(request, entry, outcome)
+                text = self._absorb(outcome, delta, parts)
+                if text:
+                    yield chunk(cid, created, request.model, content=text)
+            info = self._complete_stream(call, outcome, parts)
             done = True
             for c in final_chunk(cid, created, request, outcome.result, info):
                 yield c
         except GeneratorExit:
             if not done:
-                self.fail(
-                    entry, ConnectionAbortedError("stream closed by the caller"), outcome.route
-                )
+                self.fail(call, ConnectionAbortedError("stream closed by the caller"))
             raise
         except BaseException as exc:
             if not done:
-                self.fail(entry, exc, outcome.route)
+                self.fail(call, exc)
             raise
 
     def close(self) -> None:
@@ -541,6 +702,7 @@ class Gateway:
             closer()
         if self.cache is not None and hasattr(self.cache, "close"):
             self.cache.close()
+        self.ledger.flush()  # rows queued while the file was locked land before we return
 
 
 async def _aiter(items: list[StreamDelta]) -> AsyncIterator[StreamDelta]:

@@ -167,6 +167,22 @@ def _tags(path: tuple[str, ...], value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _classes(path: tuple[str, ...], value: Any) -> tuple[str, ...] | None:
+    """Traffic classes are system prompts, stripped as ``traffic_class`` strips them; ``""``
+    (no system prompt) is a class too, so unlike tags empty strings are allowed."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise _FieldError(path, f"must be a list of system prompts or null, got {_show(value)}")
+    out: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise _FieldError(path, f"must be a list of strings, got {_show(item)}")
+        if item.strip() not in out:
+            out.append(item.strip())
+    return tuple(out)
+
+
 def _set(obj: Any, name: str, value: Any) -> None:
     """Store a normalized value on a frozen dataclass during ``__post_init__``."""
     object.__setattr__(obj, name, value)
@@ -261,7 +277,10 @@ class CloudConfig:
     """NAME of the environment variable holding the API key, never the key itself.
     None -> litellm's usual variable for the provider (e.g. ``OPENAI_API_KEY``)."""
     timeout_s: float = 60.0
-    """Total seconds one cloud call may take before ``CloudTimeout``."""
+    """Seconds one cloud attempt may take before ``CloudTimeout`` (then it may be retried)."""
+    deadline_s: float | None = 90.0
+    """Seconds the whole call may take, local try, retries and backoff included (a request's
+    ``timeout=`` argument replaces it); null -> no overall limit (attempts x timeout_s)."""
     connect_timeout_s: float = 5.0
     """Seconds to establish the connection; must not exceed ``timeout_s``."""
     max_retries: int = 3
@@ -300,6 +319,12 @@ class CloudConfig:
             "connect_timeout_s",
             _number((s, "connect_timeout_s"), self.connect_timeout_s, lo=0, lo_open=True),
         )
+        if self.deadline_s is not None:
+            _set(
+                self,
+                "deadline_s",
+                _number((s, "deadline_s"), self.deadline_s, lo=0, lo_open=True),
+            )
         if self.connect_timeout_s > self.timeout_s:
             raise _FieldError(
                 (s, "connect_timeout_s"),
@@ -495,6 +520,11 @@ class RulesConfig:
     """Send requests with ``tools`` to the cloud (the local model cannot call tools)."""
     cloud_if_response_format: bool = True
     """Send requests with ``response_format`` (JSON mode/schema) to the cloud."""
+    local_classes: tuple[str, ...] | None = None
+    """Traffic classes (a request's system prompt, ``""`` without one; see
+    ``local_models.answer_sets.traffic_class``) the local model may answer; requests of other
+    classes go to the cloud. None -> every class. ``hybridgate distill`` writes the classes the
+    promoted adapter cleared its floor on, and ``()`` while it has not earned any traffic."""
 
     def __post_init__(self) -> None:
         s = self._section
@@ -520,6 +550,7 @@ class RulesConfig:
             "cloud_if_response_format",
             _boolean((s, "cloud_if_response_format"), self.cloud_if_response_format),
         )
+        _set(self, "local_classes", _classes((s, "local_classes"), self.local_classes))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -537,7 +568,7 @@ class ShadowConfig:
     judge: str = "auto"
     """How a shadow answer is compared with the cloud answer: a rule judge name, ``auto`` (picks
     one from the answer's shape) or ``llm`` (asks the cloud model; its cost is in the ledger)."""
-    max_pending: int = 64
+    max_pending: int = 1024
     """Most shadow jobs queued at once; extra ones are dropped, never slowing real traffic."""
     workers: int = 1
     """Shadow jobs answered at once. The local batcher batches them together, so a few workers
@@ -554,6 +585,50 @@ class ShadowConfig:
         _set(self, "workers", _integer((s, "workers"), self.workers, lo=1))
 
 
+@dataclass(frozen=True, kw_only=True)
+class DistillSettings:
+    """How ``hybridgate distill`` picks training data and decides what a new adapter serves.
+
+    The gate works per traffic class (requests sharing a system prompt): a class is served by
+    the local model only when the adapter agrees with the teacher on at least ``min_agreement``
+    of that class's held-out requests, so one good class cannot carry a useless one.
+
+    >>> DistillSettings().min_agreement
+    0.5
+    """
+
+    _section: ClassVar[str] = "distill"
+
+    max_answer_chars: int | None = 64
+    """Teacher answers longer than this are not distilled (math working, prose: the small
+    student cannot learn them and they pull the training recipe towards long text); null ->
+    no limit. Every path (``distill``, ``--dry-run``, the nightly run, the demo) applies it."""
+    min_agreement: float = 0.5
+    """Held-out agreement a traffic class needs before an adapter may answer it locally; the
+    first adapter included (it has nothing to beat)."""
+    min_gain: float = 0.01
+    """A later adapter is promoted only if it beats the current one by this much (absolute
+    agreement) on some class it clears the floor on, and loses no more on any class the current
+    one serves."""
+    min_class_examples: int = 10
+    """Held-out requests a class needs before its agreement counts (fewer: not served)."""
+
+    def __post_init__(self) -> None:
+        s = self._section
+        _set(
+            self,
+            "max_answer_chars",
+            _integer((s, "max_answer_chars"), self.max_answer_chars, lo=1, optional=True),
+        )
+        _set(self, "min_agreement", _number((s, "min_agreement"), self.min_agreement, lo=0, hi=1))
+        _set(self, "min_gain", _number((s, "min_gain"), self.min_gain, lo=0, hi=1))
+        _set(
+            self,
+            "min_class_examples",
+            _integer((s, "min_class_examples"), self.min_class_examples, lo=1),
+        )
+
+
 _SECTIONS: dict[str, type] = {
     "cloud": CloudConfig,
     "local": LocalConfig,
@@ -562,6 +637,7 @@ _SECTIONS: dict[str, type] = {
     "budget": BudgetConfig,
     "rules": RulesConfig,
     "shadow": ShadowConfig,
+    "distill": DistillSettings,
 }
 
 
@@ -598,9 +674,11 @@ class RoutingPolicy:
     """Hard rules applied before scoring."""
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
     """Shadow evaluation of the local model."""
+    distill: DistillSettings = field(default_factory=DistillSettings)
+    """Training data and the per-class promotion gate of ``hybridgate distill``."""
     store_content: bool = True
     """Store prompt and answer text in the ledger (needed for distillation); false keeps only
-    hashes, token counts and costs."""
+    token counts and costs, and turns the response cache off (it would be answer text on disk)."""
 
     def __post_init__(self) -> None:
         _set(self, "name", _string(("name",), self.name))
@@ -895,6 +973,7 @@ __all__ = [
     "BudgetConfig",
     "CacheSettings",
     "CloudConfig",
+    "DistillSettings",
     "LocalConfig",
     "ModelPriceConfig",
     "RoutingPolicy",

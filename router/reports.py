@@ -265,6 +265,63 @@ def plot(report: Report, path: str | Path) -> Path:
     return out
 
 
+# --------------------------------------------------------------------------- serving status
+
+SERVING_STATUS_SUFFIX = ".status.json"
+"""``hybridgate distill`` writes ``policy.status.json`` beside the ``policy.yaml`` it writes."""
+
+
+def serving_status_path(policy_path: str | Path) -> Path:
+    """Where the status of the policy at ``policy_path`` lives (``policy.yaml`` ->
+    ``policy.status.json``)."""
+    p = Path(policy_path)
+    return p.with_name(p.stem + SERVING_STATUS_SUFFIX)
+
+
+def read_serving_status(policy_path: str | Path) -> dict[str, Any] | None:
+    """The status written with the policy at ``policy_path``; None when there is none (or it
+    cannot be read: a report must not fail over it)."""
+    f = serving_status_path(policy_path)
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def serving_status_lines(policy_path: str | Path) -> list[str]:
+    """What ``hybridgate report`` prints under the figures: which adapter serves what, and why.
+
+    A new adapter that has not shown it meets the quality target takes no traffic; without
+    this line the report would only show a 0% local share and leave the reader guessing.
+    """
+    status = read_serving_status(policy_path)
+    if not status:
+        return []
+    adapter = status.get("adapter") or "none"
+    when = ""
+    if isinstance(status.get("written"), (int, float)):
+        stamp = datetime.fromtimestamp(status["written"], tz=timezone.utc)
+        when = f" (as of {stamp:%Y-%m-%d %H:%M} UTC)"
+    reason = status.get("reason") or "no reason recorded"
+    if status.get("takes_traffic"):
+        classes = status.get("local_classes")
+        scope = "every traffic class" if classes is None else f"{len(classes)} traffic class(es)"
+        head = f"serving{when}: adapter {adapter} answers {scope} locally: {reason}"
+    else:
+        rate = status.get("shadow_rate")
+        shadow = f", {rate:.0%} shadow-labelled" if isinstance(rate, (int, float)) else ""
+        head = (
+            f"serving{when}: adapter {adapter} takes no traffic (every request goes to the "
+            f"cloud{shadow}): {reason}"
+        )
+    lines = [head]
+    last = status.get("last_candidate")
+    if isinstance(last, dict) and last.get("status") == "rejected":
+        lines.append(f"last candidate {last.get('version')} was rejected: {last.get('reason')}")
+    return lines
+
+
 # --------------------------------------------------------------------------- --since
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
@@ -314,7 +371,10 @@ __all__ = [
     "parse_since",
     "percentile",
     "plot",
+    "read_serving_status",
     "render_table",
+    "serving_status_lines",
+    "serving_status_path",
     "summarize",
     "to_csv",
     "to_json",

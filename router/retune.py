@@ -8,6 +8,7 @@ it), so the chosen threshold is not flattered by training-set fit.
 from __future__ import annotations
 
 import csv
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,13 +41,27 @@ def _last_user(messages: list[dict[str, Any]] | None) -> str:
     return ""
 
 
-def labelled_from_ledger(ledger: Any, *, threshold: float = 0.5) -> LabelledSet:
-    """Shadow labels joined with their requests; a judge score >= ``threshold`` counts as 1."""
+def labelled_from_ledger(
+    ledger: Any, *, threshold: float = 0.5, classes: Collection[str] | None = None
+) -> LabelledSet:
+    """Shadow labels joined with their requests; a judge score >= ``threshold`` counts as 1.
+
+    ``classes`` keeps only requests of those traffic classes (system prompts, see
+    ``local_models.answer_sets.traffic_class``): the ones the policy lets the local model
+    answer (``rules.local_classes``), so thresholds are tuned on the traffic they will see.
+    None keeps every request.
+    """
+    if classes is not None:
+        from local_models.answer_sets import traffic_class
+
+        wanted = {c.strip() for c in classes}
     prompts, labels, cloud, local, conf = [], [], [], [], []
     for entry, label in ledger.labelled():
         text = _last_user(entry.messages)
         if not text:
             continue  # content storage was off for this request
+        if classes is not None and traffic_class(entry.messages or []) not in wanted:
+            continue  # always answered by the cloud: says nothing about the threshold
         prompts.append(text)
         labels.append(1 if label.label >= threshold else 0)
         cloud.append(entry.baseline_cost_usd or entry.cost_usd)

@@ -3,7 +3,8 @@
 A judge compares the local answer with the cloud's and stores the label in the ledger; those
 labels are what ``hybridgate tune`` fits the router on. The caller is never delayed: work goes to
 ``workers`` background threads (one by default) through a bounded queue, and when the queue is
-full the sample is dropped.
+full the sample is dropped. Each drop is counted in the ledger (event ``shadow_dropped``), so
+``hybridgate report`` shows how many labels a burst cost instead of losing them silently.
 """
 
 from __future__ import annotations
@@ -19,6 +20,17 @@ from typing import Any
 from router.types import BackendResult, ChatRequest
 
 log = logging.getLogger("hybridgate.shadow")
+
+DEFAULT_MAX_PENDING = 1024
+"""Shadow jobs queued or running at once before new ones are dropped (policy ``shadow.max_pending``).
+
+Why 1024: a pending job holds only its request and the cloud answer (~3 KB measured, so ~3 MB
+at the cap, next to a ~1.1 GB model), and one worker labels a short answer in ~0.31 s (README:
+prefix_cache.py, batch 1), so a full queue is ~5 minutes of single-worker backlog. The old cap
+of 64 was 20 s of work: a burst of 92 samples lost 28 of them."""
+
+DROP_LOG_INTERVAL_S = 60.0
+"""At most one warning per this many seconds while jobs are being dropped."""
 
 
 class ShadowLabeller:
@@ -38,7 +50,7 @@ class ShadowLabeller:
         ledger: Any,
         local: Callable[[], Any],
         judge: str = "auto",
-        max_pending: int = 64,
+        max_pending: int = DEFAULT_MAX_PENDING,
         workers: int = 1,
         prices: Any = None,
         usd_per_hour: float = 0.0,
@@ -61,21 +73,54 @@ class ShadowLabeller:
         self._lock = threading.Lock()
         self.dropped = 0
         self.labelled = 0
+        self._last_drop_log = float("-inf")
 
     def submit(self, request: ChatRequest, cloud_result: BackendResult) -> bool:
-        """Queue a shadow answer; returns False (and drops it) when the queue is full."""
+        """Queue a shadow answer; returns False (and drops it) when the queue is full.
+
+        A drop is counted in the ledger (``Ledger.record_event``) and warned about at most once
+        per ``DROP_LOG_INTERVAL_S``, so an undersized ``shadow.max_pending`` shows up in
+        ``hybridgate report`` rather than as quietly missing labels.
+        """
+        warn = False
         with self._lock:
-            if len(self._pending) >= self.max_pending:
+            full = len(self._pending) >= self.max_pending
+            if full:
                 self.dropped += 1
-                return False
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    max_workers=self.workers, thread_name_prefix="hybridgate-shadow"
+                dropped, now = self.dropped, time.monotonic()
+                if now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
+                    self._last_drop_log, warn = now, True
+            else:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        max_workers=self.workers, thread_name_prefix="hybridgate-shadow"
+                    )
+                future = self._pool.submit(self._label, request, cloud_result)
+                self._pending.add(future)
+        if full:  # the ledger write and the warning happen outside the lock
+            self._count_drop(request.request_id)
+            if warn:
+                log.warning(
+                    "shadow queue full (%d pending): dropped %d job(s) so far; raise "
+                    "shadow.max_pending or shadow.workers",
+                    self.max_pending,
+                    dropped,
                 )
-            future = self._pool.submit(self._label, request, cloud_result)
-            self._pending.add(future)
+            return False
         future.add_done_callback(self._done)
         return True
+
+    def _count_drop(self, request_id: str) -> None:
+        """Record one drop in the ledger; never raises (the caller's request matters more)."""
+        from router.ledger import EVENT_SHADOW_DROPPED
+
+        record = getattr(self.ledger, "record_event", None)
+        if record is None:  # a ledger stand-in without events (tests, custom sinks)
+            return
+        try:
+            record(EVENT_SHADOW_DROPPED, request_id=request_id)
+        except Exception:
+            log.exception("could not count a dropped shadow job for request %s", request_id)
 
     def _done(self, future: Future[None]) -> None:
         with self._lock:

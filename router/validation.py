@@ -79,6 +79,19 @@ def _number(value: Any, name: str, lo: float, hi: float, *, lo_open: bool = Fals
     return float(value)
 
 
+def _utf8(text: str, where: str) -> str:
+    """Text must be encodable as UTF-8: a lone surrogate is bad input, not a server error."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _fail(
+            f"{where} contains an unpaired surrogate (U+{ord(text[exc.start]):04X} at "
+            f"position {exc.start}); send valid Unicode text",
+            where,
+        ) from None
+    return text
+
+
 def _content(message: Mapping[str, Any], where: str) -> str | None:
     content = message.get("content")
     if content is None:
@@ -86,7 +99,7 @@ def _content(message: Mapping[str, Any], where: str) -> str | None:
             return None
         raise _fail(f"{where}.content is missing", f"{where}.content")
     if isinstance(content, str):
-        return content
+        return _utf8(content, f"{where}.content")
     if isinstance(content, list):
         texts = []
         for j, part in enumerate(content):
@@ -98,7 +111,7 @@ def _content(message: Mapping[str, Any], where: str) -> str | None:
                 )
             if not isinstance(part.get("text"), str):
                 raise _fail(f"{where}.content[{j}].text must be a string", f"{where}.content")
-            texts.append(part["text"])
+            texts.append(_utf8(part["text"], f"{where}.content[{j}].text"))
         return "".join(texts)
     raise _fail(
         f"{where}.content must be a string or a list of text parts, got {type(content).__name__}",
@@ -146,7 +159,7 @@ def _stop(value: Any) -> tuple[str, ...]:
         raise _fail("stop must be a non-empty string or a list of non-empty strings", "stop")
     if len(value) > 4:
         raise _fail(f"stop takes at most 4 sequences, got {len(value)}", "stop")
-    return tuple(value)
+    return tuple(_utf8(s, "stop") for s in value)
 
 
 def build_request(kwargs: Mapping[str, Any], *, default_model: str) -> ChatRequest:
@@ -191,12 +204,17 @@ def build_request(kwargs: Mapping[str, Any], *, default_model: str) -> ChatReque
     user = kwargs.get("user")
     if user is not None and not isinstance(user, str):
         raise _fail("user must be a string", "user")
+    if user is not None:
+        _utf8(user, "user")
 
     metadata = kwargs.get("metadata") or {}
     if not isinstance(metadata, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise _fail("metadata must be a dict of string keys and string values", "metadata")
+    for k, v in metadata.items():
+        _utf8(k, "metadata")
+        _utf8(v, f"metadata[{k!r}]")
 
     tools = kwargs.get("tools")
     if tools is not None and (not isinstance(tools, (list, tuple)) or not tools):

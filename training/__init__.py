@@ -7,7 +7,7 @@
 Nothing here imports torch, transformers or peft at import time.
 """
 
-from training._errors import RegistryError, TrainingError
+from training._errors import AdapterMetadataError, RegistryError, TrainingError
 from training._model import prompt_messages
 from training.config import LoraTrainingConfig, hardware_defaults
 from training.dataset import (
@@ -35,12 +35,21 @@ from training.lora import (
     dry_run,
     train_lora,
 )
-from training.promote import DistillOutcome, GateDecision, distill_and_promote, gate
+from training.promote import (
+    ClassVerdict,
+    DistillOutcome,
+    GateDecision,
+    distill_and_promote,
+    gate,
+    gate_by_class,
+)
 from training.registry import AdapterInfo, AdapterRegistry
 
 __all__ = [
     "AdapterInfo",
+    "AdapterMetadataError",
     "AdapterRegistry",
+    "ClassVerdict",
     "DistillOutcome",
     "DryRunEstimate",
     "EvalResult",
@@ -62,6 +71,7 @@ __all__ = [
     "exact_match",
     "filter_examples",
     "gate",
+    "gate_by_class",
     "hardware_defaults",
     "is_refusal",
     "load_examples",

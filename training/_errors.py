@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.errors import HybridGateError
+from router.errors import HybridGateError, ModelLoadError
 
 
 class TrainingError(HybridGateError, RuntimeError):
@@ -11,3 +11,11 @@ class TrainingError(HybridGateError, RuntimeError):
 
 class RegistryError(HybridGateError, ValueError):
     """An adapter version is unknown, or the registry on disk is inconsistent."""
+
+
+class AdapterMetadataError(RegistryError, ModelLoadError):
+    """An adapter's ``metadata.json`` (or the registry's own files) cannot be read or parsed.
+
+    It is also a ``ModelLoadError``: a local request that needs the adapter gets the gateway's
+    usual local-failure handling (cloud fallback) instead of a raw ``JSONDecodeError``.
+    """

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 REFUSAL_PATTERNS: tuple[str, ...] = (
     r"^\s*i['’]?m sorry",
@@ -28,6 +28,15 @@ REFUSAL_PATTERNS: tuple[str, ...] = (
 """Regexes (case-insensitive) that mark a teacher answer as a refusal, not a label to learn."""
 
 _REFUSAL_RE = re.compile("|".join(REFUSAL_PATTERNS), re.IGNORECASE)
+
+T = TypeVar("T")
+
+MAX_ANSWER_CHARS = 64
+"""Longest teacher answer distilled by default (the bundled policies' ``distill.max_answer_chars``).
+
+Label-style answers are what the 135M student learns from a few hundred examples; long ones
+(GPT-4's math working, prose) it cannot, and a few dozen of them among the labels are enough to
+tip ``hardware_defaults`` to the long-text recipe, which then fails the labels too."""
 
 
 @dataclass(frozen=True)
@@ -250,6 +259,7 @@ class _NearDupIndex:
 def filter_examples(
     examples: Sequence[Example],
     *,
+    max_answer_chars: int | None = MAX_ANSWER_CHARS,
     max_tokens: int | None = 512,
     token_counter: Callable[[str], int] | None = None,
     near_dup_threshold: float | None = 0.9,
@@ -258,12 +268,18 @@ def filter_examples(
 ) -> tuple[list[Example], FilterReport]:
     """Drop examples that would hurt training, counting each reason.
 
-    Filters run in order: empty/error answers, refusals, over-long items, exact duplicates of
-    the normalized prompt (first kept), near duplicates (character 5-gram Jaccard >=
-    ``near_dup_threshold`` via MinHash LSH), then the optional perplexity filter.
+    This is the one filter every distillation path applies (``hybridgate distill`` and its
+    ``--dry-run``, the nightly run, the demo, library callers of ``run_distill``), so they all
+    train on the same data and ``hardware_defaults`` picks the same recipe for it.
+
+    Filters run in order: empty/error answers, refusals, long answers, over-long items, exact
+    duplicates of the normalized prompt (first kept), near duplicates (character 5-gram Jaccard
+    >= ``near_dup_threshold`` via MinHash LSH), then the optional perplexity filter.
 
     Args:
         examples: candidate examples (keep ledger order: the first of duplicates wins).
+        max_answer_chars: drop examples whose stripped answer is longer than this (see
+            ``MAX_ANSWER_CHARS``); None disables.
         max_tokens: drop items whose prompt + answer exceed this many tokens; None disables.
         token_counter: counts tokens of a string (e.g. a tokenizer's); default ~4 chars/token.
         near_dup_threshold: Jaccard threshold for near duplicates; None disables.
@@ -278,11 +294,14 @@ def filter_examples(
     """
     if (perplexity_fn is None) != (max_perplexity is None):
         raise ValueError("perplexity filter needs both perplexity_fn and max_perplexity")
+    if max_answer_chars is not None and max_answer_chars < 1:
+        raise ValueError(f"max_answer_chars must be >= 1 or None, got {max_answer_chars}")
     if near_dup_threshold is not None and not 0.0 < near_dup_threshold <= 1.0:
         raise ValueError(f"near_dup_threshold must be in (0, 1], got {near_dup_threshold}")
     count = token_counter or (lambda s: max(1, len(s) // 4))
     report = FilterReport(n_in=len(examples))
-    for reason in ("empty_answer", "refusal", "too_long", "exact_dup", "near_dup", "perplexity"):
+    reasons = ("empty_answer", "refusal", "long_answer", "too_long", "exact_dup", "near_dup")
+    for reason in (*reasons, "perplexity"):
         report.dropped[reason] = 0
     seen_exact: set[str] = set()
     near = _NearDupIndex(threshold=near_dup_threshold) if near_dup_threshold else None
@@ -293,6 +312,9 @@ def filter_examples(
             continue
         if is_refusal(ex.answer):
             report.add("refusal")
+            continue
+        if max_answer_chars is not None and len(ex.answer.strip()) > max_answer_chars:
+            report.add("long_answer")
             continue
         if max_tokens is not None and count(ex.prompt_text) + count(ex.answer) > max_tokens:
             report.add("too_long")
@@ -335,3 +357,62 @@ def time_split(
     ordered = sorted(examples, key=lambda e: e.ts)
     n_hold = min(len(ordered) - 1, max(1, round(len(ordered) * holdout_fraction)))
     return ordered[:-n_hold], ordered[-n_hold:]
+
+
+def stratified_sample(
+    items: Sequence[T],
+    n: int,
+    *,
+    seed: int = 0,
+    key: Callable[[T], Any] = lambda e: e.answer,
+) -> list[T]:
+    """A seeded sample of ``n`` items that keeps every class's share (classes by ``key``).
+
+    Why: public label files are often sorted by class (Banking77's ``train.csv`` is sorted by
+    intent), so "the first N rows" trains and scores on a fraction of the classes. Each class
+    gets at least one item when ``n`` allows it, the rest is allocated in proportion to class
+    size (largest remainder), and the result is shuffled so no class forms a run.
+
+    Args:
+        items: the pool (e.g. examples; ``key`` defaults to ``Example.answer``).
+        n: how many to take; ``n >= len(items)`` returns all of them, shuffled.
+        seed: the same seed and pool give the same sample.
+        key: the class of an item.
+
+    Returns:
+        ``min(n, len(items))`` items.
+
+    Raises:
+        ValueError: ``n`` is negative.
+    """
+    import random
+
+    if n < 0:
+        raise ValueError(f"sample size must be >= 0, got {n}")
+    rng = random.Random(seed)
+    if n >= len(items):
+        out = list(items)
+        rng.shuffle(out)
+        return out
+    groups: dict[Any, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    classes = sorted(groups, key=repr)  # independent of file order
+    for c in classes:
+        rng.shuffle(groups[c])
+    if n < len(classes):  # too few slots for every class: n distinct classes, one item each
+        quota = dict.fromkeys(rng.sample(classes, n), 1)
+    else:
+        quota = dict.fromkeys(classes, 1)
+        spare = {c: len(groups[c]) - 1 for c in classes}
+        left, room = n - len(classes), sum(spare.values())
+        shares = {c: left * spare[c] / room if room else 0.0 for c in classes}
+        for c in classes:
+            quota[c] += int(shares[c])
+        short = n - sum(quota.values())
+        by_remainder = sorted(classes, key=lambda c: (int(shares[c]) - shares[c], rng.random()))
+        for c in by_remainder[:short]:
+            quota[c] += 1
+    out = [item for c, k in quota.items() for item in groups[c][:k]]
+    rng.shuffle(out)
+    return out

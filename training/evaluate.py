@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ class EvalResult:
     """Mean answer-token cross-entropy on the teacher answers (nats; lower is better)."""
     n: int
     """Held-out examples scored."""
+    by_class: Mapping[str, EvalResult] = field(default_factory=dict, compare=False)
+    """The same figures per traffic class (system prompt, ``""`` without one): the promotion
+    gate judges each class on its own, so a good class cannot carry a useless one."""
 
     def to_dict(self) -> dict[str, float | int]:
         return {"agreement": self.agreement, "loss": self.loss, "n": self.n}
@@ -174,6 +177,7 @@ def evaluate(
     judge: Callable[[str, str], float] | None = None,
     batch_size: int = 32,
     max_new_tokens: int = 32,
+    progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Agreement with the teacher and answer loss on held-out examples.
 
@@ -191,14 +195,18 @@ def evaluate(
             ``default_judge()``.
         batch_size: sequences per forward pass.
         max_new_tokens: decode limit for free (unconstrained) decoding.
+        progress: called ``(rows done, rows total)`` after each batch, so a caller can show
+            that a long evaluation (minutes on a CPU) is moving.
 
     Returns:
-        An ``EvalResult``.
+        An ``EvalResult`` with ``by_class`` filled in.
 
     Raises:
         ValueError: no examples.
     """
     import torch
+
+    from local_models.answer_sets import traffic_class
 
     if not examples:
         raise ValueError("evaluate needs at least one held-out example")
@@ -209,12 +217,17 @@ def evaluate(
     judge = judge or default_judge()
     prompts = [encode_prompt(tok, e.messages, system_prompt=system_prompt) for e in examples]
     allowed = _allowed_per_example([e.messages for e in examples], allowed_answers, answer_sets)
+    classes = [traffic_class(e.messages) for e in examples]
     tries = _tries(tok, allowed)
     preds: dict[int, str] = {}
-    loss_sum, loss_n = 0.0, 0
+    loss_sum: dict[str, float] = dict.fromkeys(classes, 0.0)
+    loss_n: dict[str, int] = dict.fromkeys(classes, 0)
     with torch.no_grad():
-        for idx in _batches(allowed, [len(p) for p in prompts], batch_size):
+        # One traffic class per batch, so each class's loss adds up on its own.
+        keys = list(zip(classes, allowed, strict=True))
+        for idx in _batches(keys, [len(p) for p in prompts], batch_size):
             trie = tries.get(allowed[idx[0]])
+            key = classes[idx[0]]
             feats = [
                 Feature(
                     input_ids=prompts[i] + (ans := encode_answer(tok, examples[i].answer)),
@@ -224,16 +237,29 @@ def evaluate(
             ]
             batch = collate_left(feats, pad_id=tok.pad_token_id)
             batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
-            loss_sum += float(answer_loss(model, batch, reduction="sum"))
-            loss_n += int((batch["labels"] != IGNORE_INDEX).sum())
+            loss_sum[key] += float(answer_loss(model, batch, reduction="sum"))
+            loss_n[key] += int((batch["labels"] != IGNORE_INDEX).sum())
             texts = _greedy(model, tok, [prompts[i] for i in idx], trie, max_new_tokens)
             for i, text in zip(idx, texts, strict=True):
                 preds[i] = text
+            if progress is not None:
+                progress(len(preds), len(examples))
     if was_training:
         model.train()
-    agree = sum(float(judge(preds[i], examples[i].answer)) for i in range(len(examples)))
+    scores = [float(judge(preds[i], examples[i].answer)) for i in range(len(examples))]
+    by_class: dict[str, EvalResult] = {}
+    for key in loss_sum:
+        members = [scores[i] for i, c in enumerate(classes) if c == key]
+        by_class[key] = EvalResult(
+            agreement=sum(members) / len(members),
+            loss=loss_sum[key] / max(loss_n[key], 1),
+            n=len(members),
+        )
     return EvalResult(
-        agreement=agree / len(examples), loss=loss_sum / max(loss_n, 1), n=len(examples)
+        agreement=sum(scores) / len(examples),
+        loss=sum(loss_sum.values()) / max(sum(loss_n.values()), 1),
+        n=len(examples),
+        by_class=by_class,
     )
 
 
@@ -273,13 +299,12 @@ def _tries(tok: Any, allowed: Sequence[tuple[str, ...] | None]) -> dict[tuple[st
     return {a: _Trie([encode_answer(tok, x) for x in a]) for a in set(allowed) if a is not None}
 
 
-def _batches(
-    allowed: Sequence[tuple[str, ...] | None], lengths: Sequence[int], batch_size: int
-) -> list[list[int]]:
-    """Index batches that share one answer set, similar lengths together (less padding)."""
-    groups: dict[tuple[str, ...] | None, list[int]] = {}
+def _batches(keys: Sequence[Hashable], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Index batches whose rows share one key (an answer set, or a class and its answer set),
+    similar lengths together (less padding)."""
+    groups: dict[Hashable, list[int]] = {}
     for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        groups.setdefault(allowed[i], []).append(i)
+        groups.setdefault(keys[i], []).append(i)
     return [
         group[start : start + batch_size]
         for group in groups.values()

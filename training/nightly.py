@@ -3,11 +3,19 @@
 Safe to run from cron: a file lock makes a second concurrent run exit cleanly, too few new
 examples is a clean skip, and any crash leaves the current adapter serving (the registry only
 switches ``current`` after a candidate has been trained, evaluated and gated in).
+
+Every path into the chain (``hybridgate distill``, ``--nightly``, the demo, a library call)
+takes its data filters and gate settings from the policy's ``distill`` section, so they train
+on the same data and judge it the same way. What the current adapter then serves is decided by
+evidence only (``serve_adapter``): the traffic classes its gate passed, at thresholds retuned
+to the quality target on shadow labels, or no traffic at all until there are enough labels.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,7 +24,11 @@ from typing import Any
 from training.config import LoraTrainingConfig, hardware_defaults
 from training.dataset import Example, examples_from_ledger, filter_examples, time_split
 from training.promote import distill_and_promote
-from training.registry import AdapterRegistry
+from training.registry import AdapterInfo, AdapterRegistry
+
+EARN_SHADOW_RATE = 0.1
+"""Least shadow-labelling rate while the adapter takes no traffic: its labels are the only way
+it can show (on a later run) that it meets the quality target."""
 
 
 @dataclass
@@ -32,8 +44,13 @@ class DistillSummary:
     gate_reason: str = ""
     candidate: dict[str, Any] | None = None
     current: dict[str, Any] | None = None
+    served_classes: list[str] | None = None
+    """The traffic classes the candidate earned (cleared the floor); the rest go to the cloud."""
+    classes: list[dict[str, Any]] = field(default_factory=list)
+    """The gate's per-class verdicts (``ClassVerdict.to_dict``)."""
     relabelled: int = 0
     retune: dict[str, Any] | None = None
+    """The serving status ``serve_adapter`` wrote (also in ``policy.status.json``)."""
     seconds: float = 0.0
     config: str = ""
 
@@ -114,6 +131,166 @@ def relabel(
     return n
 
 
+def _tuned(result: Any) -> dict[str, Any]:
+    return {
+        "threshold": result.threshold,
+        "expected_quality": result.expected_quality,
+        "quality_lo": result.quality_ci[0],
+        "cost_fraction": result.cost_fraction,
+        "local_fraction": result.local_fraction,
+        "n_labels": result.n_labels,
+    }
+
+
+def _evidence(what: str, result: Any) -> str:
+    return (
+        f"{what} {result.threshold:.4f}: quality {result.expected_quality:.3f} (95% lower bound "
+        f"{result.quality_ci[0]:.3f} >= target {result.target_quality:.3f}) on {result.n_labels} "
+        f"labels, {result.local_fraction:.1%} local"
+    )
+
+
+def write_status(policy_out: str | Path, status: dict[str, Any]) -> Path:
+    """Write ``status`` beside the policy (atomically), where ``hybridgate report`` reads it."""
+    from router.reports import serving_status_path
+
+    path = serving_status_path(policy_out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(status, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def serve_adapter(
+    ledger: Any,
+    policy: Any,
+    adapter: AdapterInfo,
+    *,
+    target_quality: float = 0.97,
+    policy_out: str | Path,
+    last_candidate: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the policy that serves ``adapter`` at ``policy_out``, and a status file saying why.
+
+    The adapter answers locally only what the evidence supports: the traffic classes its gate
+    passed (``served_classes`` in its metadata -> ``rules.local_classes``) and, within those,
+    only at thresholds retuned to ``target_quality`` on shadow labels of those classes. When
+    the labels cannot show that (too few of them, or no threshold keeps anything local at the
+    target's 95% lower bound), the adapter takes no traffic: ``rules.local_classes: []`` sends
+    every request to the cloud and shadow labelling stays on (at least ``EARN_SHADOW_RATE``),
+    so a later run can tune on more labels. A bundled default threshold is never kept for a
+    new adapter. In hybrid mode a cascade band whose threshold cannot be tuned is closed
+    (``hybrid_low = hybrid_high``), leaving only the tuned routing.
+
+    Returns:
+        The status written beside the policy (``router.reports.serving_status_path``).
+    """
+    from router.policy import save_policy
+    from router.retune import labelled_from_ledger, retune
+
+    out = Path(policy_out)
+    served = adapter.metadata.get("served_classes")  # None: gated before per-class gating
+    classes = None if served is None else [str(c) for c in served]
+    base = policy.replace(**{"local.adapter": "current", "rules.local_classes": classes})
+    status: dict[str, Any] = {
+        "written": time.time(),
+        "policy": str(out),
+        "adapter": adapter.version,
+        "target_quality": target_quality,
+        "local_classes": classes,
+        "n_labels": None,
+    }
+    reason = ""
+    new_policy = None
+    if base.mode in ("cloud", "local"):
+        new_policy, reason = base, f"mode {base.mode}: the policy decides alone, nothing tuned"
+    elif classes == []:
+        reason = "its gate passed no traffic class"
+    else:
+        labelled = labelled_from_ledger(ledger, classes=classes)
+        status["n_labels"] = len(labelled)
+        route = cascade = None
+        route_error = cascade_error = ""
+        try:
+            tuned = retune(labelled, base, target_quality=target_quality, out_dir=out.parent)
+            route = tuned.result
+            status["route"] = _tuned(route)
+        except ValueError as exc:  # too few labels, or one class only (nothing to fit)
+            route_error = str(exc)
+        if base.mode in ("cascade", "hybrid"):
+            start = base
+            if route is not None:
+                start = tuned.policy
+            elif base.mode == "hybrid":  # no fitted router: cascade every request
+                start = base.replace(classifier=None)
+            try:  # the cascade band keeps only answers the student is sure of
+                cascade = retune(
+                    labelled,
+                    start,
+                    target="cascade",
+                    target_quality=target_quality,
+                    out_dir=out.parent,
+                )
+                status["cascade"] = _tuned(cascade.result)
+            except ValueError as exc:  # too few labels, or none with a confidence yet
+                cascade_error = str(exc)
+        route_ok = route is not None and route.local_fraction > 0
+        cascade_ok = cascade is not None and cascade.result.local_fraction > 0
+        if base.mode == "route" and route_ok:
+            new_policy, reason = tuned.policy, _evidence("route threshold", route)
+        elif base.mode != "route" and cascade_ok:
+            assert cascade is not None
+            new_policy = cascade.policy
+            reason = _evidence("cascade threshold", cascade.result)
+            if base.mode == "hybrid":
+                routed = _evidence("route threshold", route) if route else route_error
+                reason += f"; routing: {routed}"
+        elif base.mode == "hybrid" and route_ok:
+            assert route is not None
+            t = tuned.policy.thresholds.route
+            new_policy = tuned.policy.replace(
+                **{"thresholds.hybrid_low": t, "thresholds.hybrid_high": t}
+            )
+            why = cascade_error or "no confidence threshold keeps anything at the target"
+            reason = f"{_evidence('route threshold', route)}; no cascade band ({why})"
+        else:
+            found = [
+                route_error
+                or f"no route threshold keeps any request local on {len(labelled)} labels",
+            ]
+            if base.mode != "route":
+                found.append(
+                    cascade_error
+                    or f"no cascade threshold keeps any answer local on {len(labelled)} labels"
+                )
+            errors = "; ".join(dict.fromkeys(found))
+            reason = f"the labels cannot show quality >= {target_quality:.2f} yet: {errors}"
+    takes_traffic = new_policy is not None and new_policy.mode != "cloud"
+    if new_policy is None:
+        new_policy = base.replace(
+            **{
+                "rules.local_classes": [],
+                "shadow.rate": max(base.shadow.rate, EARN_SHADOW_RATE),
+            }
+        )
+    save_policy(new_policy, out)
+    status.update(
+        takes_traffic=takes_traffic,
+        reason=reason,
+        mode=new_policy.mode,
+        shadow_rate=new_policy.shadow.rate,
+        served_classes=classes,
+        local_classes=None
+        if new_policy.rules.local_classes is None
+        else list(new_policy.rules.local_classes),
+        thresholds=dataclasses.asdict(new_policy.thresholds),
+        last_candidate=last_candidate,
+    )
+    write_status(out, status)
+    return status
+
+
 def _relabel_set(ledger: Any, heldout: list[Example]) -> list[Example]:
     """Held-out examples plus every request that already carries a (now stale) label."""
     seen = {e.source_id for e in heldout}
@@ -146,7 +323,7 @@ def run_distill(
     holdout_fraction: float = 0.2,
     max_train: int | None = None,
     max_answer_chars: int | None = None,
-    min_gain: float = 0.01,
+    min_gain: float | None = None,
     do_relabel: bool = True,
     do_retune: bool = True,
     target_quality: float = 0.97,
@@ -157,6 +334,10 @@ def run_distill(
     """Run the chain once. Returns a summary; raises only on real failures.
 
     ``config`` None picks ``hardware_defaults`` for the data; ``epochs`` overrides its epochs.
+    Data filters and gate settings come from ``policy.distill``; ``max_answer_chars`` and
+    ``min_gain`` override it when given (set ``distill.max_answer_chars: null`` to lift the
+    answer-length limit). After the gate, ``do_retune`` rewrites the serving policy at
+    ``policy_out`` for the current adapter, promoted tonight or not (``serve_adapter``).
     """
     from filelock import FileLock, Timeout
 
@@ -169,10 +350,12 @@ def run_distill(
         return DistillSummary(status="locked", gate_reason="another distill run holds the lock")
     try:
         base = base or policy.local.model
+        settings = policy.distill
+        limit = settings.max_answer_chars if max_answer_chars is None else max_answer_chars
+        gain = settings.min_gain if min_gain is None else min_gain
         candidates = examples_from_ledger(ledger.rows(), min_ts=since)
-        if max_answer_chars is not None:  # long-form answers stay with the cloud
-            candidates = [e for e in candidates if len(e.answer) <= max_answer_chars]
-        kept, report = filter_examples(candidates)
+        # The one filter every path applies; long-form answers stay with the cloud.
+        kept, report = filter_examples(candidates, max_answer_chars=limit)
         dropped = {k: v for k, v in getattr(report, "dropped", {}).items() if v}
         summary = DistillSummary(
             status="too_few_examples", n_candidates=len(candidates), dropped=dropped
@@ -190,7 +373,15 @@ def run_distill(
             config = dataclasses.replace(config, epochs=epochs)
         summary.config = config.describe()
         outcome = distill_and_promote(
-            base, train, heldout, config, registry=registry, min_gain=min_gain, progress=progress
+            base,
+            train,
+            heldout,
+            config,
+            registry=registry,
+            min_gain=gain,
+            min_agreement=settings.min_agreement,
+            min_class_examples=settings.min_class_examples,
+            progress=progress,
         )
         summary.n_train, summary.n_heldout = len(train), len(heldout)
         summary.version = outcome.version
@@ -198,6 +389,8 @@ def run_distill(
         summary.candidate = outcome.candidate.to_dict()
         summary.current = outcome.current.to_dict() if outcome.current else None
         summary.status = "promoted" if outcome.decision.promote else "rejected"
+        summary.served_classes = list(outcome.decision.served_classes)
+        summary.classes = [v.to_dict() for v in outcome.decision.classes]
         if outcome.decision.promote and do_relabel:
             info = registry.show(outcome.version)
             summary.relabelled = relabel(
@@ -209,48 +402,21 @@ def run_distill(
                 usd_per_hour=policy.local.usd_per_hour,
                 precision=policy.local.precision,
             )
-        if outcome.decision.promote and do_retune:
-            from router.policy import save_policy
-            from router.retune import labelled_from_ledger, retune
-
+        current = registry.current() if do_retune else None
+        if current is not None:  # promoted tonight, or the one still serving
             out = Path(policy_out) if policy_out else Path(registry.root).parent / "policy.yaml"
-            try:
-                labelled = labelled_from_ledger(ledger)
-                tuned = retune(
-                    labelled,
-                    policy.replace(**{"local.adapter": "current"}),
-                    target_quality=target_quality,
-                    out_dir=out.parent,
-                )
-                new_policy, cascade = tuned.policy, None
-                if new_policy.mode in ("cascade", "hybrid"):
-                    try:  # the cascade band keeps only answers the student is sure of
-                        cascade = retune(
-                            labelled,
-                            new_policy,
-                            target="cascade",
-                            target_quality=target_quality,
-                            out_dir=out.parent,
-                        )
-                        new_policy = cascade.policy
-                    except ValueError:
-                        cascade = None  # no confidences yet: keep the policy's threshold
-                save_policy(new_policy, out)
-                r = tuned.result
-                summary.retune = {
-                    "policy": str(out),
-                    "threshold": r.threshold,
-                    "expected_quality": r.expected_quality,
-                    "cost_fraction": r.cost_fraction,
-                    "local_fraction": r.local_fraction,
-                    "met_target": r.quality_ci[0] >= r.target_quality - 1e-12,
-                    "n_labels": r.n_labels,
-                }
-                if cascade is not None:
-                    summary.retune["cascade_threshold"] = cascade.result.threshold
-                    summary.retune["cascade_expected_quality"] = cascade.result.expected_quality
-            except ValueError as exc:  # too few labels to tune: the adapter still serves
-                summary.retune = {"skipped": str(exc)}
+            summary.retune = serve_adapter(
+                ledger,
+                policy,
+                current,
+                target_quality=target_quality,
+                policy_out=out,
+                last_candidate={
+                    "version": summary.version,
+                    "status": summary.status,
+                    "reason": summary.gate_reason,
+                },
+            )
         summary.seconds = time.perf_counter() - t0
         return summary
     finally:

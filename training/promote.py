@@ -1,16 +1,23 @@
 """The evaluation gate and the nightly distill -> evaluate -> register -> promote pipeline.
 
-A candidate adapter replaces the current one only if it agrees with the teacher more often by
-a margin and its answer loss has not regressed beyond a tolerance; anything that fails before
-``promote`` (a crash mid-training included) leaves ``CURRENT`` untouched.
+The gate judges each *traffic class* (requests sharing a system prompt) on its own held-out
+rows: a class is served locally only if the adapter agrees with the teacher on at least a floor
+share of it (``min_agreement``; the first adapter too: it has nothing else to beat). A candidate
+is promoted only if it serves some class, and, when an adapter is current, beats it by a margin
+on a class it serves, loses no more than that margin on any class the current one serves, and
+its answer loss has not regressed beyond a tolerance. The classes it earned are recorded in its
+metadata (``served_classes``) and written into the serving policy (``rules.local_classes``), so
+the router sends every other class to the cloud. Anything that fails before ``promote`` (a crash
+mid-training included) leaves ``CURRENT`` untouched.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from training._model import hash_model_files, resolve_base
 from training.config import LoraTrainingConfig
@@ -19,6 +26,44 @@ from training.evaluate import EvalResult, answer_sets, evaluate
 from training.lora import StepInfo, train_lora
 from training.registry import AdapterRegistry
 
+DEFAULT_MIN_AGREEMENT = 0.5
+"""Held-out agreement a traffic class needs before an adapter serves it (policy
+``distill.min_agreement``). 0 would promote the first adapter whatever it scored: a 9.5%
+student once took traffic that way."""
+
+DEFAULT_MIN_CLASS_EXAMPLES = 10
+"""Held-out rows a class needs before its agreement counts (policy ``distill.min_class_examples``)."""
+
+
+def class_label(key: str, width: int = 40) -> str:
+    """A traffic class (its system prompt) short enough for a log line."""
+    if not key:
+        return "(no system prompt)"
+    return repr(key if len(key) <= width else key[: width - 3] + "...")
+
+
+@dataclass(frozen=True)
+class ClassVerdict:
+    """The gate's finding on one traffic class."""
+
+    traffic_class: str
+    n: int
+    agreement: float
+    current_agreement: float | None
+    serve: bool
+    """The candidate may answer this class locally."""
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "traffic_class": self.traffic_class,
+            "n": self.n,
+            "agreement": self.agreement,
+            "current_agreement": self.current_agreement,
+            "serve": self.serve,
+            "reason": self.reason,
+        }
+
 
 @dataclass(frozen=True)
 class GateDecision:
@@ -26,6 +71,13 @@ class GateDecision:
 
     promote: bool
     reason: str
+    classes: tuple[ClassVerdict, ...] = field(default=())
+    """Per-class findings (empty from the whole-set ``gate``)."""
+
+    @property
+    def served_classes(self) -> tuple[str, ...]:
+        """The traffic classes the candidate earned (what the router may keep local)."""
+        return tuple(v.traffic_class for v in self.classes if v.serve)
 
 
 def gate(
@@ -34,7 +86,7 @@ def gate(
     *,
     min_gain: float = 0.01,
     max_loss_regression: float = 0.05,
-    min_agreement: float = 0.0,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
 ) -> GateDecision:
     """Decide promotion from held-out results of the candidate and the current adapter.
 
@@ -44,7 +96,7 @@ def gate(
             compare against ``min_agreement`` only).
         min_gain: agreement must rise by at least this much (absolute, 0..1).
         max_loss_regression: answer loss may rise by at most this fraction of the current loss.
-        min_agreement: floor for the very first adapter.
+        min_agreement: floor for the very first adapter (``DEFAULT_MIN_AGREEMENT``).
 
     Returns:
         A ``GateDecision``.
@@ -84,6 +136,104 @@ def gate(
     )
 
 
+def gate_by_class(
+    candidate: EvalResult,
+    current: EvalResult | None,
+    *,
+    current_served: Collection[str] | None = None,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    min_gain: float = 0.01,
+    max_loss_regression: float = 0.05,
+    min_class_examples: int = DEFAULT_MIN_CLASS_EXAMPLES,
+) -> GateDecision:
+    """Decide promotion, and which traffic classes the candidate serves, class by class.
+
+    A class is served when it has ``min_class_examples`` held-out rows, the candidate's agreement
+    on them is at least ``min_agreement``, and it is not worse than the current adapter's by more
+    than ``min_gain``. The first adapter is promoted when it serves any class; a later one when it
+    serves a class on which it gains ``min_gain`` over the current adapter, gives up no class the
+    current adapter serves and still clears, and its overall loss has not regressed.
+
+    Args:
+        candidate, current: ``evaluate`` results on the same held-out rows (``by_class`` filled).
+        current_served: the classes the current adapter was gated in for (its metadata's
+            ``served_classes``); None: the classes it clears the floor on today.
+        min_agreement, min_gain, max_loss_regression, min_class_examples: see above.
+
+    Returns:
+        A ``GateDecision`` with one ``ClassVerdict`` per class, largest first.
+
+    Raises:
+        ValueError: an empty or class-less evaluation, or margins out of range.
+    """
+    if min_gain < 0 or max_loss_regression < 0 or not 0 <= min_agreement <= 1:
+        raise ValueError("min_gain, max_loss_regression must be >= 0 and min_agreement in [0, 1]")
+    if candidate.n == 0 or not candidate.by_class:
+        raise ValueError("gate_by_class needs a non-empty evaluation with by_class results")
+    cur_classes = current.by_class if current is not None else {}
+    verdicts: list[ClassVerdict] = []
+    won: list[str] = []
+    lost: list[str] = []
+    for key, res in sorted(candidate.by_class.items(), key=lambda kv: (-kv[1].n, kv[0])):
+        cur = cur_classes.get(key)
+        b = cur.agreement if cur is not None else None
+        if res.n < min_class_examples:
+            serve, why = False, f"{res.n} held-out rows, need {min_class_examples}"
+        elif res.agreement < min_agreement:
+            serve, why = False, f"agreement {res.agreement:.3f} < floor {min_agreement:.3f}"
+        elif b is not None and res.agreement < b - min_gain:
+            serve, why = False, f"agreement {res.agreement:.3f} < current {b:.3f}"
+        else:
+            serve = True
+            why = f"agreement {res.agreement:.3f} >= floor {min_agreement:.3f}"
+            if b is not None:
+                why += f", current {b:.3f} ({res.agreement - b:+.3f})"
+        verdicts.append(ClassVerdict(key, res.n, res.agreement, b, serve, why))
+        if serve and (b is None or res.agreement - b >= min_gain):
+            won.append(key)
+        if current is not None and b is not None and not serve and res.n >= min_class_examples:
+            was_served = key in current_served if current_served is not None else True
+            if was_served and b >= min_agreement:
+                lost.append(key)
+    classes = tuple(verdicts)
+    served = [v.traffic_class for v in verdicts if v.serve]
+    summary = "; ".join(f"{class_label(v.traffic_class)}: {v.reason}" for v in verdicts)
+    if current is None:
+        if not served:
+            return GateDecision(
+                False, f"first adapter: no traffic class clears: {summary}", classes
+            )
+        return GateDecision(
+            True,
+            f"first adapter: serves {len(served)} of {len(verdicts)} classes: {summary}",
+            classes,
+        )
+    loss_limit = current.loss * (1 + max_loss_regression)
+    if candidate.loss > loss_limit:
+        return GateDecision(
+            False,
+            f"loss regressed: {candidate.loss:.4f} > {loss_limit:.4f} "
+            f"(current {current.loss:.4f} + {max_loss_regression:.0%})",
+            classes,
+        )
+    if lost:
+        names = ", ".join(class_label(k) for k in lost)
+        return GateDecision(
+            False, f"worse on {names}, which the current adapter serves: {summary}", classes
+        )
+    if not won:
+        return GateDecision(
+            False,
+            f"no served class gains >= {min_gain:.3f} over the current adapter: {summary}",
+            classes,
+        )
+    return GateDecision(
+        True,
+        f"serves {len(served)} of {len(verdicts)} classes, gains on {len(won)}: {summary}",
+        classes,
+    )
+
+
 @dataclass(frozen=True)
 class DistillOutcome:
     """What one distillation run did."""
@@ -103,6 +253,8 @@ def distill_and_promote(
     registry: AdapterRegistry,
     min_gain: float = 0.01,
     max_loss_regression: float = 0.05,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    min_class_examples: int = DEFAULT_MIN_CLASS_EXAMPLES,
     progress: bool = False,
     callbacks: Sequence[Callable[[StepInfo], None]] = (),
     work_dir: str | Path | None = None,
@@ -112,15 +264,18 @@ def distill_and_promote(
     Args:
         base: model spec or HF dir (loaded fresh for training and for each evaluation, since
             attaching adapters mutates a model object).
-        train: training examples; heldout: newer examples (see ``time_split``).
+        train: training examples; heldout: newer examples (see ``time_split``), both already
+            through ``filter_examples`` (``training.nightly.run_distill`` does that).
         config: LoRA hyper-parameters.
         registry: where adapters live.
-        min_gain, max_loss_regression: passed to ``gate``.
+        min_gain, max_loss_regression, min_agreement, min_class_examples: passed to
+            ``gate_by_class``.
         progress, callbacks: passed to ``train_lora``.
         work_dir: scratch dir for the candidate (temp dir by default).
 
     Returns:
-        A ``DistillOutcome`` (the candidate is registered either way, promoted only if gated in).
+        A ``DistillOutcome`` (the candidate is registered either way, promoted only if gated in;
+        its metadata records the per-class verdicts and ``served_classes``).
 
     Raises:
         TypeError: ``base`` is a model object.
@@ -145,7 +300,15 @@ def distill_and_promote(
         current = None
         if cur_info is not None:
             current = evaluate(base, heldout, adapter_dir=cur_info.path, **kw)
-        decision = gate(cand, current, min_gain=min_gain, max_loss_regression=max_loss_regression)
+        decision = gate_by_class(
+            cand,
+            current,
+            current_served=cur_info.metadata.get("served_classes") if cur_info else None,
+            min_agreement=min_agreement,
+            min_gain=min_gain,
+            max_loss_regression=max_loss_regression,
+            min_class_examples=min_class_examples,
+        )
         base_dir = resolve_base(str(base))
         metadata = {
             "base_model": str(base),
@@ -158,12 +321,22 @@ def distill_and_promote(
                 "tokens_per_s": res.tokens_per_s,
                 "final_loss": res.final_loss,
             },
-            "gate": {"promote": decision.promote, "reason": decision.reason},
+            "gate": {
+                "promote": decision.promote,
+                "reason": decision.reason,
+                "min_agreement": min_agreement,
+                "min_gain": min_gain,
+                "min_class_examples": min_class_examples,
+                "classes": [v.to_dict() for v in decision.classes],
+            },
+            "served_classes": list(decision.served_classes),
             "config": config.to_dict(),
             "system_prompt": config.system_prompt,
             "answer_sets": sets,
         }
         version = registry.register(out, metadata)
     if decision.promote:
-        registry.promote(version)
+        # The candidate was just loaded and run from these bytes (evaluate); promote still
+        # checks the copy's files and recorded hash, but need not load the model again.
+        registry.promote(version, smoke_test=False)
     return DistillOutcome(version=version, decision=decision, candidate=cand, current=current)

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from local_models.answer_sets import ADAPTER_METADATA_FILE
-from training._errors import RegistryError
+from training._errors import AdapterMetadataError, RegistryError
+from training.smoke import WEIGHTS_SHA256_KEY, check_files, weights_sha256
+from training.smoke import smoke_test as run_smoke_test
 
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 CURRENT_FILE = "CURRENT"
@@ -53,6 +55,33 @@ class AdapterInfo:
     @property
     def metrics(self) -> dict[str, Any]:
         return dict(self.metadata.get("metrics") or {})
+
+
+def _read_json(path: Path, what: str) -> Any:
+    """Parse a registry JSON file; a torn or hand-edited one names itself instead of a raw
+    ``JSONDecodeError`` (which says neither which file nor what it was for)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AdapterMetadataError(f"{path}: cannot read {what}: {exc}") from None
+    except ValueError as exc:
+        raise AdapterMetadataError(f"{path}: broken {what}: invalid JSON ({exc})") from None
+
+
+def read_metadata(meta_file: str | Path) -> dict[str, Any]:
+    """One adapter version's ``metadata.json`` as a dict.
+
+    Raises:
+        AdapterMetadataError: The file is unreadable, not JSON, or not a JSON object; the
+            message names the file (also a ``ModelLoadError``, so serving falls back cleanly).
+    """
+    path = Path(meta_file)
+    meta = _read_json(path, "adapter metadata")
+    if not isinstance(meta, dict):
+        raise AdapterMetadataError(
+            f"{path}: broken adapter metadata: expected a JSON object, got {type(meta).__name__}"
+        )
+    return meta
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -93,7 +122,7 @@ class AdapterRegistry:
         if not _VERSION_RE.match(version) or not meta_file.is_file():
             known = ", ".join(self._versions()) or "none"
             raise RegistryError(f"unknown adapter version {version!r} (registered: {known})")
-        return AdapterInfo(version=version, path=path, metadata=json.loads(meta_file.read_text()))
+        return AdapterInfo(version=version, path=path, metadata=read_metadata(meta_file))
 
     def list(self) -> list[AdapterInfo]:
         """All registered versions, oldest first."""
@@ -108,7 +137,19 @@ class AdapterRegistry:
         f = self.root / CURRENT_FILE
         if not f.is_file():
             return None
-        return self._info(f.read_text().strip())
+        try:
+            version = f.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AdapterMetadataError(
+                f"{f}: cannot read the current-adapter pointer: {exc}"
+            ) from None
+        if not _VERSION_RE.match(version) or not (self.root / version / METADATA_FILE).is_file():
+            known = ", ".join(self._versions()) or "none"
+            raise AdapterMetadataError(
+                f"{f}: names adapter {version!r}, which is not registered (registered: {known}); "
+                "run hybridgate adapters promote VERSION"
+            )
+        return self._info(version)
 
     def current_path(self) -> Path | None:
         """Directory of the current adapter (what the local backend loads), or None."""
@@ -118,7 +159,14 @@ class AdapterRegistry:
     def history(self) -> list[str]:
         """Versions that were current, oldest first (the last is the current one)."""
         f = self.root / HISTORY_FILE
-        return list(json.loads(f.read_text())) if f.is_file() else []
+        if not f.is_file():
+            return []
+        history = _read_json(f, "promotion history")
+        if not isinstance(history, list) or not all(isinstance(v, str) for v in history):
+            raise AdapterMetadataError(
+                f"{f}: broken promotion history: expected a JSON list of version names"
+            )
+        return history
 
     def register(self, adapter_dir: str | Path, metadata: dict[str, Any]) -> str:
         """Copy an adapter in as the next version; does not promote it.
@@ -126,7 +174,8 @@ class AdapterRegistry:
         Args:
             adapter_dir: a directory with PEFT files (``adapter_config.json`` + safetensors).
             metadata: JSON-serializable facts (base model hash, data window, n_train,
-                metrics, config); ``version`` and ``created`` are added.
+                metrics, config); ``version``, ``created`` and ``adapter_sha256`` (the
+                weights' hash, which ``promote`` checks) are added.
 
         Returns:
             The new version name, e.g. ``"v0003"``.
@@ -153,7 +202,12 @@ class AdapterRegistry:
                 versions = self._versions()
                 n = int(versions[-1][1:]) + 1 if versions else 1
                 version = f"v{n:04d}"
-                meta = {**metadata, "version": version, "created": time.time()}
+                meta = {
+                    **metadata,
+                    "version": version,
+                    "created": time.time(),
+                    WEIGHTS_SHA256_KEY: weights_sha256(tmp),
+                }
                 (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2))
                 try:
                     os.rename(tmp, self.root / version)  # fails if a racing writer took it
@@ -165,13 +219,22 @@ class AdapterRegistry:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def promote(self, version: str) -> AdapterInfo:
-        """Make ``version`` current (atomic pointer switch) and append it to the history.
+    def promote(self, version: str, *, smoke_test: bool = True) -> AdapterInfo:
+        """Check ``version``, then make it current (atomic pointer switch) and append it to
+        the history.
+
+        The files are always checked (weights parse, are finite and are the bytes registered;
+        ``training.smoke.check_files``); ``smoke_test`` also loads the adapter onto its base
+        model and runs a forward pass (``training.smoke.smoke_test``, seconds). Pass False only
+        when the caller has just run these very files (the nightly gate evaluated them).
 
         Raises:
-            RegistryError: unknown version.
+            RegistryError: unknown version, or a check failed (``CURRENT`` is left as it was).
         """
         info = self._info(version)
+        check_files(info.path, info.metadata)
+        if smoke_test:
+            run_smoke_test(info.path, info.metadata)
         hist = self.history()
         if not hist or hist[-1] != version:
             hist.append(version)

@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import openai
@@ -36,6 +36,12 @@ _FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter"}
 _MAX_CHAIN = 16
 
 _litellm: Any = None
+
+
+def usual_key_env(model: str) -> str:
+    """The variable a provider's key is usually in: ``openai/gpt-4o`` -> ``OPENAI_API_KEY``."""
+    provider = model.split("/", 1)[0] if "/" in model else "openai"
+    return f"{provider.upper().replace('-', '_')}_API_KEY"
 
 
 def _load_litellm() -> Any:
@@ -157,7 +163,19 @@ def _message(exc: BaseException) -> str:
     return str(getattr(exc, "message", None) or exc) or type(exc).__name__
 
 
-def translate_error(exc: BaseException) -> CloudError:
+def _redact(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, "[REDACTED]")
+    return text
+
+
+def _leaks(exc: BaseException, secrets: tuple[str, ...]) -> bool:
+    """Whether any error on the chain quotes a secret (providers echo a wrong key in 401s)."""
+    return any(s and s in str(e) + _message(e) for e in _chain(exc) for s in secrets)
+
+
+def translate_error(exc: BaseException, *, secrets: tuple[str, ...] = ()) -> CloudError:
     """Map a litellm/openai/httpx exception to the most specific ``router.errors`` type.
 
     Raise the result ``from exc``. Order matters: litellm reports dropped connections and
@@ -175,7 +193,7 @@ def translate_error(exc: BaseException) -> CloudError:
     if isinstance(exc, CloudError):
         return exc
     chain = _chain(exc)
-    message = _message(exc)
+    message = _redact(_message(exc), secrets)
     status = _status_code(chain)
     if status == 429:
         return RateLimited(message, retry_after=_retry_after(chain))
@@ -200,6 +218,20 @@ def _is_translatable(exc: BaseException) -> bool:
     return isinstance(
         exc, (openai.OpenAIError, httpx.HTTPError, OSError, json.JSONDecodeError, TimeoutError)
     ) or type(exc).__module__.startswith(("litellm", "aiohttp", "httpcore"))
+
+
+def _check_finished(response: Any) -> None:
+    """A stream whose server never sent a finish reason was cut, however cleanly it closed.
+
+    litellm's stream wrapper fills in ``finish_reason="stop"`` for the caller when the body just
+    ends (a close-delimited response dropped mid-answer); what the server really sent is kept
+    in ``received_finish_reason``.
+    """
+    if getattr(response, "received_finish_reason", "unknown") is None:
+        raise CloudConnectionError(
+            "cloud stream ended before its finish chunk (connection closed mid-answer); "
+            "the partial answer was discarded"
+        )
 
 
 # -- the transport -------------------------------------------------------------------------
@@ -263,10 +295,32 @@ class CloudTransport:
             model = f"openai/{model}"
         self.model = model
         self.api_base = api_base
-        self._api_key = api_key if api_key else (PLACEHOLDER_API_KEY if api_base else None)
+        if not api_key and api_base:
+            # The provider's usual variable still applies behind a custom base URL (a proxy);
+            # only without it is a placeholder sent, so a keyless local server answers.
+            api_key = os.environ.get(usual_key_env(model)) or PLACEHOLDER_API_KEY
+        self._api_key = api_key or None
         self.timeout_s = float(timeout_s)
         self.connect_timeout_s = float(connect_timeout_s)
         self.extra = dict(extra or {})
+
+    def redactions(self) -> tuple[str, ...]:
+        """Secret values to scrub from rows, logs and errors (the key, whatever its shape)."""
+        key = self._api_key
+        return (key,) if key and key != PLACEHOLDER_API_KEY else ()
+
+    def _raise(self, exc: BaseException) -> NoReturn:
+        """Raise the translated error; drop the cause chain if it quotes the key."""
+        if not _is_translatable(exc):
+            raise exc
+        secrets = self.redactions()
+        err = translate_error(exc, secrets=secrets)
+        if not _leaks(exc, secrets):
+            raise err from exc
+        try:
+            raise err from None
+        finally:
+            err.__context__ = None  # the original quotes the key: keep no reference to it
 
     def __repr__(self) -> str:
         return (
@@ -309,14 +363,14 @@ class CloudTransport:
 
     # -- response reading --
 
-    def _result(self, response: Any) -> BackendResult:
+    def _result(self, response: Any, messages: list[dict[str, Any]] | None = None) -> BackendResult:
         try:
             choice = response.choices[0]
             message = choice.message
             usage = getattr(response, "usage", None)
             hidden = getattr(response, "_hidden_params", None) or {}
             cost = hidden.get("response_cost")
-            return BackendResult(
+            result = BackendResult(
                 text=message.content or "",
                 finish_reason=_finish_reason(choice.finish_reason),
                 prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
@@ -330,6 +384,16 @@ class CloudTransport:
             raise CloudServerError(
                 f"cloud response could not be read: {exc}", status_code=MALFORMED_STATUS
             ) from exc
+        if messages is not None and not (result.prompt_tokens or result.completion_tokens):
+            self._count_tokens(result, messages)  # no usage sent: a $0 row would be wrong
+        return result
+
+    def _count_tokens(self, result: BackendResult, messages: list[dict[str, Any]]) -> None:
+        """Fill token counts the provider did not report, with the model's tokenizer."""
+        litellm = _load_litellm()
+        model = result.model or self.model
+        result.prompt_tokens = int(litellm.token_counter(model=model, messages=messages))
+        result.completion_tokens = int(litellm.token_counter(model=model, text=result.text))
 
     def _stream_result(self, chunks: list[Any], messages: list[dict[str, Any]]) -> BackendResult:
         """Assemble the final result from the chunks; count tokens if no usage was sent."""
@@ -339,12 +403,8 @@ class CloudTransport:
             raise CloudServerError(
                 "cloud stream ended without any answer", status_code=MALFORMED_STATUS
             )
-        result = self._result(built)
+        result = self._result(built, messages)
         result.cost_usd = None
-        if not result.prompt_tokens and not result.completion_tokens:
-            model = result.model or self.model
-            result.prompt_tokens = int(litellm.token_counter(model=model, messages=messages))
-            result.completion_tokens = int(litellm.token_counter(model=model, text=result.text))
         try:
             cost = litellm.completion_cost(completion_response=built)
             result.cost_usd = float(cost) if cost else None
@@ -376,23 +436,21 @@ class CloudTransport:
         """
         litellm = _load_litellm()
         try:
-            response = litellm.completion(**self._kwargs(request, stream=False))
+            kwargs = self._kwargs(request, stream=False)
+            response = litellm.completion(**kwargs)
         except Exception as exc:
-            if not _is_translatable(exc):
-                raise
-            raise translate_error(exc) from exc
-        return self._result(response)
+            self._raise(exc)
+        return self._result(response, kwargs["messages"])
 
     async def acomplete(self, request: ChatRequest) -> BackendResult:
         """Async :meth:`complete`."""
         litellm = _load_litellm()
         try:
-            response = await litellm.acompletion(**self._kwargs(request, stream=False))
+            kwargs = self._kwargs(request, stream=False)
+            response = await litellm.acompletion(**kwargs)
         except Exception as exc:
-            if not _is_translatable(exc):
-                raise
-            raise translate_error(exc) from exc
-        return self._result(response)
+            self._raise(exc)
+        return self._result(response, kwargs["messages"])
 
     def stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
         """Stream ``request``: text deltas, then one delta carrying the full result.
@@ -404,15 +462,15 @@ class CloudTransport:
         kwargs = self._kwargs(request, stream=True)
         chunks: list[Any] = []
         try:
-            for chunk in litellm.completion(**kwargs):
+            response = litellm.completion(**kwargs)
+            for chunk in response:
                 chunks.append(chunk)
                 text = self._delta_text(chunk)
                 if text:
                     yield StreamDelta(text=text)
         except Exception as exc:
-            if not _is_translatable(exc):
-                raise
-            raise translate_error(exc) from exc
+            self._raise(exc)
+        _check_finished(response)
         yield StreamDelta(result=self._stream_result(chunks, kwargs["messages"]))
 
     async def astream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
@@ -428,9 +486,8 @@ class CloudTransport:
                 if text:
                     yield StreamDelta(text=text)
         except Exception as exc:
-            if not _is_translatable(exc):
-                raise
-            raise translate_error(exc) from exc
+            self._raise(exc)
+        _check_finished(response)
         yield StreamDelta(result=self._stream_result(chunks, kwargs["messages"]))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from router.errors import InvalidRequest, LocalModelError, LocalOutOfMemory, RoutingError
+from router.errors import InvalidRequest, LocalModelError, LocalOutOfMemory
 from router.types import BackendResult, ChatRequest, StreamDelta
 
 if TYPE_CHECKING:
@@ -92,9 +92,10 @@ class LocalTransport:
         from local_models import GenerationRequest
 
         if request.tools or request.response_format:
-            raise RoutingError(
-                "requests with tools or response_format must go to the cloud backend, "
-                "the local model does not support them"
+            raise InvalidRequest(
+                "the local model does not support tools or response_format, and this request "
+                "is pinned to it (or was routed to it); send it to the cloud instead",
+                param="tools" if request.tools else "response_format",
             )
         try:
             return GenerationRequest(

@@ -9,7 +9,7 @@ import pytest
 from local_models import DynamicBatcher, GenerationRequest
 from router._transports.base import Transport
 from router._transports.local import LocalTransport
-from router.errors import LocalOutOfMemory, Overloaded, RoutingError
+from router.errors import InvalidRequest, LocalOutOfMemory, Overloaded
 from router.types import BackendResult, ChatRequest, StreamDelta
 
 MSGS = ({"role": "user", "content": "Say something"},)
@@ -54,7 +54,7 @@ def _done(req):
 
 def test_tools_and_response_format_never_reach_the_model(transport):
     for extra in ({"tools": ({"type": "function"},)}, {"response_format": {"type": "json_object"}}):
-        with pytest.raises(RoutingError, match="cloud"):
+        with pytest.raises(InvalidRequest, match="cloud"):
             transport.complete(ChatRequest(messages=MSGS, model="m", **extra))
 
 

@@ -340,3 +340,27 @@ def test_importing_policy_module_stays_light() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+def test_distill_section_and_local_classes_validate_and_round_trip(tmp_path: Path) -> None:
+    """#9.17 knobs: the gate's floor and data filter, and the classes an adapter may serve."""
+    policy = parse_policy(
+        "rules:\n  local_classes: ['  Reply with the label.  ', '', 'Reply with the label.']\n"
+        "distill:\n  max_answer_chars: null\n  min_agreement: 0.6\n  min_class_examples: 20\n"
+    )
+    assert policy.rules.local_classes == ("Reply with the label.", "")  # stripped, deduped
+    assert policy.distill.max_answer_chars is None and policy.distill.min_agreement == 0.6
+    assert policy.distill.min_gain == 0.01 and policy.distill.min_class_examples == 20
+    save_policy(policy, tmp_path / "p.yaml")
+    assert load_policy(tmp_path / "p.yaml") == policy
+    assert load_policy("default").rules.local_classes is None  # null: every class
+    assert policy.replace(**{"rules.local_classes": []}).rules.local_classes == ()
+    for text, expected in [
+        ("distill:\n  min_agreement: 1.5\n", "distill.min_agreement: must be a number between 0"),
+        ("distill:\n  max_answer_chars: 0\n", "distill.max_answer_chars: must be an integer >= 1"),
+        ("distill:\n  min_class_examples: 0\n", "distill.min_class_examples"),
+        ("rules:\n  local_classes: intents\n", "rules.local_classes: must be a list"),
+        ("rules:\n  local_classes: [1]\n", "rules.local_classes: must be a list of strings"),
+    ]:
+        with pytest.raises(PolicyError, match=re.escape(expected)):
+            parse_policy(text, source="x.yaml")

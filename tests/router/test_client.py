@@ -241,13 +241,13 @@ def test_cascade_escalates_low_confidence_and_pays_both(replay, tmp_path):
     assert client.ledger.rows()[0].reason == "escalated:low_confidence"
 
 
-def test_local_failure_falls_back_to_cloud(replay, tmp_path):
+def test_local_failure_falls_back_to_cloud_when_the_decision_was_free(replay, tmp_path):
     from router.errors import Overloaded
 
     def boom(request):
         raise Overloaded("queue full")
 
-    client = make_client(replay, tmp_path, mode="local", local=MockTransport(boom, name="local"))
+    client = make_client(replay, tmp_path, mode="cascade", local=MockTransport(boom, name="local"))
     reply = client.chat.completions.create(**ask())
     assert reply.route.route == "cloud" and reply.route.reason == "fallback:Overloaded"
 

@@ -48,14 +48,28 @@ def test_route_mode_thresholds_the_score():
     assert Decider(pol).decide(req()).reason == "no_classifier"
 
 
-def test_tools_and_response_format_go_to_cloud_even_in_local_mode():
-    pol = policy("local")
+def test_tools_and_response_format_go_to_cloud_unless_pinned_local():
+    pol = policy("hybrid")
     tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
     assert Decider(pol).decide(req(tools=tools)).reason == "rule:tools"
     assert (
         Decider(pol).decide(req(response_format={"type": "json_object"})).reason
         == "rule:response_format"
     )
+    # mode: local means always local: the local backend refuses what it cannot do instead.
+    pinned = Decider(policy("local")).decide(req(tools=tools))
+    assert (pinned.route, pinned.cloud_allowed, pinned.reason) == ("local", False, "policy:local")
+
+
+def test_every_pin_to_local_forbids_the_cloud_and_says_who_pinned_it():
+    pol = policy("hybrid", rules={"force_local_tags": ["private"], "force_cloud_tags": ["x"]})
+    d = Decider(pol, classifier=FixedScore(0.0))
+    by_tag = d.decide(req(metadata={"kind": "private", "team": "x"}))  # private wins
+    by_meta = d.decide(req(metadata={"route": "local"}))
+    assert (by_tag.route, by_tag.cloud_allowed) == ("local", False)
+    assert by_tag.reason == "rule:forced_local(tag:private)"
+    assert (by_meta.cloud_allowed, by_meta.reason) == (False, "rule:forced_local(metadata.route)")
+    assert d.decide(req()).cloud_allowed  # free to choose: fallback allowed
 
 
 def test_forced_routes_by_metadata_and_tags():
@@ -68,8 +82,8 @@ def test_forced_routes_by_metadata_and_tags():
 
 
 def test_prompt_beyond_local_limit_goes_to_cloud():
-    pol = policy("local", rules={"max_local_prompt_tokens": 50})
-    assert Decider(pol).decide(req("short")).route == "local"
+    pol = policy("cascade", rules={"max_local_prompt_tokens": 50})
+    assert Decider(pol).decide(req("short")).route == "cascade"
     decision = Decider(pol).decide(req("word " * 400))
     assert decision.route == "cloud" and decision.reason == "rule:prompt_too_long"
 
@@ -106,3 +120,21 @@ def test_budget_counts_real_ledger_spend(tmp_path):
     from router.gateway import _midnight
 
     assert ledger.cloud_spend(since=_midnight("UTC")) == pytest.approx(0.4)
+
+
+def test_classes_the_adapter_did_not_earn_go_to_the_cloud():
+    """#9.17: ``rules.local_classes`` (written from the adapter's per-class gate) keeps the
+    math a label student failed on away from it, whatever the mode or the score."""
+    intent = "Reply with the intent label only."
+    pol = policy("hybrid", rules={"local_classes": [intent]})
+    d = Decider(pol, classifier=FixedScore(0.99))
+    math = d.decide(req("Natalia sold 48 clips in April. How many in May?"))
+    assert (math.route, math.reason) == ("cloud", "rule:class_not_served")
+    labelled = build_request(
+        {"messages": [{"role": "system", "content": intent}, {"role": "user", "content": "hi"}]},
+        default_model="gpt-4o-mini",
+    )
+    assert d.decide(labelled).route == "local"
+    none_earned = Decider(policy("cascade", rules={"local_classes": []}))
+    assert none_earned.decide(labelled).reason == "rule:class_not_served"
+    assert Decider(policy("cascade")).decide(req()).route == "cascade"  # null: every class

@@ -42,3 +42,21 @@ def test_demo_runs_the_whole_loop_on_the_real_model(tmp_path):
     rows = Ledger(home / "ledger.sqlite").rows()
     assert len([r for r in rows if r.reason != "judge"]) == 80  # every request has its row
     assert (home / "adapters" / "v0001" / "metadata.json").is_file()
+
+
+def test_a_round_without_a_tuned_policy_goes_all_cloud(tmp_path):
+    """#9.18: no tuned policy (the gate rejected, or nothing could be tuned) means no
+    evidence for any threshold: the round is served by the cloud and keeps shadow labelling,
+    never by the bundled cascade defaults."""
+    from router.demo import _round_policy
+    from router.policy import load_policy, save_policy
+
+    base = load_policy("default").replace(**{"local.adapter": None})
+    policy, shadowing = _round_policy(tmp_path / "policy.yaml", base, None, "http://127.0.0.1:1")
+    assert policy.mode == "cloud" and shadowing and policy.shadow.rate > 0
+    save_policy(base.replace(**{"rules.local_classes": []}), tmp_path / "policy.yaml")
+    policy, shadowing = _round_policy(tmp_path / "policy.yaml", base, None, "http://127.0.0.1:1")
+    assert policy.rules.local_classes == () and shadowing and policy.shadow.rate > 0
+    save_policy(base.replace(**{"rules.local_classes": ["x"]}), tmp_path / "policy.yaml")
+    policy, shadowing = _round_policy(tmp_path / "policy.yaml", base, None, "http://127.0.0.1:1")
+    assert not shadowing and policy.shadow.rate == 0.0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from router import ledger as ledger_mod
-from router.errors import HybridGateError
+from router.errors import HybridGateError, LedgerError
 from router.ledger import (
     MIGRATIONS,
     Ledger,
@@ -282,7 +282,7 @@ def test_failed_migration_leaves_file_untouched(
         statements=("CREATE TABLE t (x)", "NOT SQL AT ALL"),
     )
     monkeypatch.setattr(ledger_mod, "MIGRATIONS", (*MIGRATIONS, bad))
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(LedgerError, match=str(path)):
         Ledger(path)
     assert _raw(path, "SELECT version FROM schema_version") == [(MIGRATIONS[-1].version,)]
     assert _raw(path, "SELECT name FROM sqlite_master WHERE name = 't'") == []
@@ -311,5 +311,132 @@ def test_messages_are_stored_as_json_text(tmp_path: Path) -> None:
 def test_closed_ledger_refuses_writes(tmp_path: Path) -> None:
     led = Ledger(tmp_path / "c.sqlite")
     led.close()
-    with pytest.raises(sqlite3.ProgrammingError):
+    with pytest.raises(LedgerError, match="closed"):
         led.record(LedgerEntry(request_id="z", ts=1.0, route="local"))
+
+
+# -- the ledger never loses a row, never raises sqlite3 at the caller (issue 9, item 4) --------
+
+
+def _hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another process's writer: BEGIN IMMEDIATE takes SQLite's write lock until rollback."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+def test_locked_ledger_queues_rows_and_writes_them_when_the_lock_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_mod, "BUSY_TIMEOUT_MS", 100)
+    path = tmp_path / "l.sqlite"
+    led = Ledger(path)
+    led._conn.execute("PRAGMA busy_timeout = 100")
+    other = _hold_write_lock(path)
+    for i in range(5):
+        led.record(LedgerEntry(request_id=f"r{i}", ts=float(i), route="cloud"))  # no raise
+    assert led.pending >= 1
+    other.execute("ROLLBACK")
+    other.close()
+    assert led.flush(timeout=5)
+    assert [e.request_id for e in led.rows()] == [f"r{i}" for i in range(5)]  # order kept
+    led.close()
+
+
+def test_rows_still_locked_at_close_are_spilled_and_ingested_next_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "l.sqlite"
+    led = Ledger(path)
+    led._conn.execute("PRAGMA busy_timeout = 50")
+    other = _hold_write_lock(path)
+    led.record(LedgerEntry(request_id="paid", ts=1.0, route="cloud", cost_usd=0.25))
+    led.close(flush_timeout=0.2)
+    spill = Path(f"{path}.pending.jsonl")
+    assert spill.exists() and (spill.stat().st_mode & 0o777) == 0o600
+    other.execute("ROLLBACK")
+    other.close()
+    with Ledger(path) as again:
+        rows = again.rows()
+    assert [(r.request_id, r.cost_usd) for r in rows] == [("paid", 0.25)]
+    assert not spill.exists()
+
+
+def test_read_only_ledger_is_a_clear_error_at_construction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ro.sqlite"
+    Ledger(path).close()
+    real_connect = sqlite3.connect
+
+    def read_only_connect(database, *args, **kwargs):  # root ignores chmod; SQLite does not
+        if str(database) == str(path):
+            kwargs["uri"] = True
+            database = f"{path.as_uri()}?mode=ro"
+        return real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(ledger_mod.sqlite3, "connect", read_only_connect)
+    with pytest.raises(LedgerError, match=f"{path}.*read-only"):
+        Ledger(path)
+
+
+def test_read_only_mode_reads_and_refuses_writes(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    with Ledger(path) as led:
+        led.record(LedgerEntry(request_id="r1", ts=1.0, route="local"))
+    with Ledger(path, read_only=True) as ro:
+        assert [e.request_id for e in ro.rows()] == ["r1"]
+        with pytest.raises(LedgerError, match="read-only"):
+            ro.record(LedgerEntry(request_id="r2", ts=2.0, route="local"))
+    with pytest.raises(LedgerError, match="missing.sqlite"):
+        Ledger(tmp_path / "missing.sqlite", read_only=True)
+
+
+@pytest.mark.parametrize("kind", ["foreign", "garbage", "wrong_columns"])
+def test_foreign_or_corrupt_file_is_refused_by_name_and_left_alone(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "other.sqlite"
+    if kind == "garbage":
+        path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    else:
+        conn = sqlite3.connect(path)
+        if kind == "foreign":
+            conn.execute("CREATE TABLE customers (id INTEGER, name TEXT)")
+        else:
+            conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            conn.execute("INSERT INTO schema_version VALUES (1)")
+            conn.execute("CREATE TABLE requests (id INTEGER, ts REAL)")
+            conn.execute("CREATE TABLE labels (request_id TEXT)")
+        conn.commit()
+        conn.close()
+    before = path.read_bytes()
+    with pytest.raises(LedgerError, match=str(path)):
+        Ledger(path)
+    assert path.read_bytes() == before
+
+
+def test_ledger_files_are_private(tmp_path: Path) -> None:
+    home = tmp_path / "home" / "data"
+    with Ledger(home / "ledger.sqlite") as led:
+        led.record(LedgerEntry(request_id="r1", ts=1.0, route="local"))
+        for name in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"):
+            assert (home / name).stat().st_mode & 0o777 == 0o600, name
+    assert home.stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "home").stat().st_mode & 0o777 == 0o700
+
+
+def test_configured_secret_values_are_redacted_whatever_their_shape(tmp_path: Path) -> None:
+    key = "plainkey-1234-abcd"  # not sk- shaped, so the pattern scrubber misses it
+    with Ledger(tmp_path / "l.sqlite", redact=(key,)) as led:
+        led.record(
+            LedgerEntry(
+                request_id="r1",
+                ts=1.0,
+                route="cloud",
+                error_message=f"Incorrect API key provided: {key}.",
+                messages=[{"role": "user", "content": f"my key {key}"}],
+            )
+        )
+        row = led.rows()[0]
+    assert key not in (row.error_message or "") and key not in json.dumps(row.messages)

@@ -168,3 +168,34 @@ def test_table_has_a_row_per_group_plus_total() -> None:
 def test_plot_writes_an_image(tmp_path: Path) -> None:
     out = plot(summarize(_rows(), by="day"), tmp_path / "sub" / "savings.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_serving_status_says_why_the_adapter_takes_no_traffic(tmp_path: Path) -> None:
+    """#9.18: ``hybridgate report`` prints the status the nightly run wrote beside the policy."""
+    from router.reports import serving_status_lines, serving_status_path
+
+    policy = tmp_path / "policy.yaml"
+    assert serving_status_lines(policy) == []  # nothing written yet: nothing to say
+    status = {
+        "adapter": "v0003",
+        "takes_traffic": False,
+        "shadow_rate": 0.1,
+        "reason": "the labels cannot show quality >= 0.97 yet: need at least 50, have 12",
+        "last_candidate": {"version": "v0003", "status": "promoted", "reason": "ok"},
+    }
+    serving_status_path(policy).write_text(json.dumps(status))
+    (line,) = serving_status_lines(policy)
+    assert "adapter v0003 takes no traffic" in line and "10% shadow-labelled" in line
+    assert line.endswith("need at least 50, have 12")
+    status.update(
+        takes_traffic=True,
+        local_classes=["Reply with the label."],
+        reason="cascade threshold 0.8",
+        last_candidate={"version": "v0004", "status": "rejected", "reason": "no gain"},
+    )
+    serving_status_path(policy).write_text(json.dumps(status))
+    first, second = serving_status_lines(policy)
+    assert "answers 1 traffic class(es) locally" in first
+    assert second == "last candidate v0004 was rejected: no gain"
+    serving_status_path(policy).write_text("{torn")
+    assert serving_status_lines(policy) == []  # a broken file never breaks the report

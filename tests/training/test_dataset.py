@@ -118,6 +118,7 @@ def test_filters_count_each_reason() -> None:
     assert report.dropped == {
         "empty_answer": 1,
         "refusal": 1,
+        "long_answer": 0,
         "too_long": 1,
         "exact_dup": 2,
         "near_dup": 1,
@@ -154,3 +155,14 @@ def test_time_split_holds_out_the_newest_and_never_overlaps() -> None:
 def test_time_split_rejects_bad_fraction(frac: float) -> None:
     with pytest.raises(ValueError, match="holdout_fraction"):
         time_split([_ex("a", ts=0), _ex("b", ts=1)], holdout_fraction=frac)
+
+
+def test_long_answers_are_filtered_on_every_path_by_default() -> None:
+    """#9.17: the one filter drops long teacher answers (math working) unless told otherwise."""
+    examples = [_ex("what is my balance", "balance"), _ex("solve 48 / 2", "Half of 48 is " * 8)]
+    kept, report = filter_examples(examples)
+    assert [e.answer for e in kept] == ["balance"] and report.dropped["long_answer"] == 1
+    kept, _ = filter_examples(examples, max_answer_chars=None)
+    assert len(kept) == 2
+    with pytest.raises(ValueError, match="max_answer_chars"):
+        filter_examples(examples, max_answer_chars=0)

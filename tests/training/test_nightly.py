@@ -87,3 +87,259 @@ def test_relabel_stores_the_served_answer_and_confidence_for_each_prompt(tiny_mo
         assert label.local_answer in LABELS
         assert label.label == float(label.local_answer == e.answer)
         assert 0.0 < label.local_confidence <= 1.0 and label.local_cost_usd > 0
+
+
+# --------------------------------------------------------------------------- #9.17 and #9.18
+
+INTENT = "Classify the customer's banking message. Reply with the intent label only."
+INTENT_LABELS = ("card_arrival", "lost_or_stolen_card", "top_up_failed")
+LONG_ANSWER = "Natalia sold 48 clips in April and half as many in May. " * 8 + "#### 72"
+
+
+def _intent(i):
+    return [
+        {"role": "system", "content": INTENT},
+        {"role": "user", "content": f"customer {i} asks about transfer number {i * 7919}"},
+    ]
+
+
+def _math(i):
+    return [{"role": "user", "content": f"A shop sells {i} pens at {i * 3} cents each. Total?"}]
+
+
+def _mixed_ledger(path, *, n_intent=200, math_every=10, math_answer=LONG_ANSWER):
+    """Support-bot traffic: intent labels under a system prompt, and every ``math_every``-th
+    request a math question without one (long GPT-4 answers by default)."""
+    ledger = Ledger(path)
+    t0 = time.time() - 86400
+    for i in range(n_intent):
+        math = i % math_every == 0
+        ledger.record(
+            LedgerEntry(
+                request_id=f"r{i}",
+                ts=t0 + i,
+                route="cloud",
+                cost_usd=0.001,
+                baseline_cost_usd=0.001,
+                messages=_math(i) if math else _intent(i),
+                answer=math_answer if math else INTENT_LABELS[i % 3],
+            )
+        )
+    return ledger
+
+
+def _label(ledger, n, *, start=0, ok=lambda i: True, confidence=0.9):
+    for i in range(start, start + n):
+        ledger.add_label(
+            f"r{i}",
+            judge="label_match",
+            label=1.0 if ok(i) else 0.0,
+            local_answer="x",
+            local_confidence=confidence,
+            local_cost_usd=1e-6,
+        )
+
+
+def _fake_adapter_dir(path):
+    import json as _json
+
+    import torch
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(_json.dumps({"peft_type": "LORA", "r": 2}))
+    save_file({"lora_A.weight": torch.ones(2, 4)}, str(path / "adapter_model.safetensors"))
+    return path
+
+
+def _fake_distill(monkeypatch, tmp_path, *, promote=True, served=(INTENT,)):
+    """Replace training by a registered adapter that the gate passed for ``served``."""
+    import training.nightly as nightly
+    from training.evaluate import EvalResult
+    from training.promote import DistillOutcome, GateDecision
+
+    calls = []
+
+    def fake(base, train, heldout, config, *, registry, **kwargs):
+        calls.append({"train": train, "heldout": heldout, "config": config, **kwargs})
+        src = _fake_adapter_dir(tmp_path / f"cand-{len(registry.list()) + 1}")
+        version = registry.register(src, {"served_classes": list(served)})
+        if promote:
+            registry.promote(version, smoke_test=False)
+        decision = GateDecision(promote, "fake gate: " + ("in" if promote else "out"))
+        return DistillOutcome(version, decision, EvalResult(0.9, 0.1, len(heldout)), None)
+
+    monkeypatch.setattr(nightly, "distill_and_promote", fake)
+    return calls
+
+
+def test_cli_distill_filters_long_answers_and_picks_the_label_recipe(tmp_path, monkeypatch):
+    """#9.17: the CLI path trains on what the demo trains on: no long math answers, hence the
+    short-label recipe, and the policy's floor reaches the gate."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from router.cli import app
+    from training.config import ALL_PROJECTIONS
+
+    _mixed_ledger(tmp_path / "ledger.sqlite").close()
+    calls = _fake_distill(monkeypatch, tmp_path, promote=False)
+    result = CliRunner().invoke(
+        app, ["distill", "--ledger", str(tmp_path / "ledger.sqlite"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = _json.loads(result.output.strip().splitlines()[-1])
+    (call,) = calls
+    seen = [*call["train"], *call["heldout"]]
+    assert seen and all(len(e.answer) <= 64 for e in seen)
+    assert summary["dropped"]["long_answer"] == 20
+    assert call["config"].lr == 3e-3 and call["config"].target_modules == ALL_PROJECTIONS
+    assert call["min_agreement"] == 0.5 and call["min_class_examples"] == 10
+
+
+def test_promoted_adapter_serves_only_the_classes_it_cleared(tiny_model_dir, tmp_path, monkeypatch):
+    """#9.17 end to end on the tiny model: the gate passes the intents and fails the math
+    class, the metadata names the class it earned, and the written policy sends the math to
+    the cloud while tuning thresholds on the intents' labels only."""
+    import training.promote as promote_mod
+    from router.decision import Decider
+    from router.policy import load_policy as load
+    from router.validation import build_request
+    from training import LoraTrainingConfig
+    from training.evaluate import EvalResult
+
+    ledger = _mixed_ledger(tmp_path / "ledger.sqlite", math_answer="72")  # short: trained on
+    _label(ledger, 200, ok=lambda i: i % 10 != 0)  # the math labels are all wrong
+
+    def fake_evaluate(base, heldout, **kwargs):
+        by_class = {INTENT: EvalResult(0.9, 0.2, 36), "": EvalResult(0.1, 2.0, 12)}
+        return EvalResult(0.7, 0.6, len(heldout), by_class=by_class)
+
+    monkeypatch.setattr(promote_mod, "evaluate", fake_evaluate)
+    registry = AdapterRegistry(tmp_path / "adapters")
+    cfg = LoraTrainingConfig(r=2, alpha=4, epochs=0.2, batch_size=8, max_seq_len=64)
+    summary = run_distill(
+        ledger=ledger,
+        policy=load_policy("default"),
+        registry=registry,
+        base=str(tiny_model_dir),
+        config=cfg,
+        do_relabel=False,
+        target_quality=0.9,
+        policy_out=tmp_path / "policy.yaml",
+        lock_path=tmp_path / "l.lock",
+        progress=False,
+    )
+    assert summary.status == "promoted", summary.gate_reason
+    assert summary.served_classes == [INTENT]
+    assert registry.current().metadata["served_classes"] == [INTENT]
+    policy = load(tmp_path / "policy.yaml")
+    assert policy.rules.local_classes == (INTENT,)
+    assert summary.retune["takes_traffic"] and summary.retune["n_labels"] == 180
+    decider = Decider(policy)
+    math = decider.decide(build_request({"messages": _math(1)}, default_model="gpt-4o-mini"))
+    assert (math.route, math.reason) == ("cloud", "rule:class_not_served")
+    intent = decider.decide(build_request({"messages": _intent(1)}, default_model="gpt-4o-mini"))
+    assert intent.route != "cloud" or intent.reason != "rule:class_not_served"
+
+
+def test_too_few_labels_give_a_new_adapter_no_traffic_and_report_says_why(tmp_path, monkeypatch):
+    """#9.18: 12 labels (10 of the intent class it serves) cannot show a 0.97 target: the new
+    adapter takes no traffic (cloud + shadow labelling) instead of cascading at the bundled
+    default threshold, and ``report`` says why; once enough good labels are in, the next run
+    lets it earn its traffic."""
+    from typer.testing import CliRunner
+
+    from router.cli import app
+    from router.decision import Decider
+    from router.validation import build_request
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HYBRIDGATE_HOME", str(home))
+    ledger = _mixed_ledger(tmp_path / "ledger.sqlite", n_intent=80)
+    _label(ledger, 12)
+    _fake_distill(monkeypatch, tmp_path)
+    registry = AdapterRegistry(home / "adapters")
+    summary = run_distill(
+        ledger=ledger,
+        policy=load_policy("default"),
+        registry=registry,
+        min_examples=5,
+        do_relabel=False,
+        policy_out=home / "policy.yaml",
+        lock_path=tmp_path / "l.lock",
+    )
+    assert summary.status == "promoted"
+    policy = load_policy(home / "policy.yaml")
+    assert policy.rules.local_classes == () and policy.shadow.rate >= 0.1
+    assert policy.local.adapter == "current"
+    request = build_request({"messages": _intent(3)}, default_model="gpt-4o-mini")
+    assert Decider(policy).decide(request).route == "cloud"
+    status = summary.retune
+    assert not status["takes_traffic"] and "have 10" in status["reason"]
+    ledger.close()
+    result = CliRunner().invoke(app, ["report", "--ledger", str(tmp_path / "ledger.sqlite")])
+    assert result.exit_code == 0, result.output
+    assert "adapter v0001 takes no traffic" in result.output
+    assert "need at least 50 labelled requests, have 10" in result.output
+
+    # The next night: enough good labels now, and a candidate that loses -> v0001 earns it.
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    _label(ledger, 80)
+    _fake_distill(monkeypatch, tmp_path, promote=False)
+    again = run_distill(
+        ledger=ledger,
+        policy=load_policy(home / "policy.yaml"),
+        registry=registry,
+        min_examples=5,
+        do_relabel=False,
+        target_quality=0.9,
+        policy_out=home / "policy.yaml",
+        lock_path=tmp_path / "l.lock",
+    )
+    assert again.status == "rejected" and again.retune["takes_traffic"], again.retune
+    assert load_policy(home / "policy.yaml").rules.local_classes == (INTENT,)
+
+
+def test_labels_that_miss_the_target_give_no_traffic(tmp_path, monkeypatch):
+    """#9.18 with plenty of labels: the adapter is wrong on all of them, so no threshold keeps
+    anything local at the target; nothing is left at the bundled cascade threshold."""
+    ledger = _mixed_ledger(tmp_path / "ledger.sqlite")
+    _label(ledger, 200, ok=lambda i: False, confidence=0.95)
+    _fake_distill(monkeypatch, tmp_path)
+    summary = run_distill(
+        ledger=ledger,
+        policy=load_policy("default"),
+        registry=AdapterRegistry(tmp_path / "adapters"),
+        do_relabel=False,
+        policy_out=tmp_path / "policy.yaml",
+        lock_path=tmp_path / "l.lock",
+    )
+    policy = load_policy(tmp_path / "policy.yaml")
+    assert policy.rules.local_classes == ()
+    assert not summary.retune["takes_traffic"]
+    assert "cannot show quality >= 0.97" in summary.retune["reason"]
+
+
+def test_a_cascade_band_without_confidences_is_closed(tmp_path, monkeypatch):
+    """#9.18: the router is tuned, but no label carries a confidence: the hybrid policy keeps
+    only the tuned routing instead of cascading its middle band at the default 0.6."""
+    ledger = _mixed_ledger(tmp_path / "ledger.sqlite", n_intent=300)
+    _label(ledger, 300, ok=lambda i: i % 3 == 0, confidence=None)  # card_arrival: right
+    _fake_distill(monkeypatch, tmp_path)
+    summary = run_distill(
+        ledger=ledger,
+        policy=load_policy("default"),
+        registry=AdapterRegistry(tmp_path / "adapters"),
+        do_relabel=False,
+        target_quality=0.9,
+        policy_out=tmp_path / "policy.yaml",
+        lock_path=tmp_path / "l.lock",
+    )
+    policy = load_policy(tmp_path / "policy.yaml")
+    status = summary.retune
+    assert status["takes_traffic"], status["reason"]
+    assert policy.thresholds.hybrid_low == policy.thresholds.hybrid_high
+    assert policy.thresholds.hybrid_high == policy.thresholds.route
+    assert "no cascade band" in status["reason"]
