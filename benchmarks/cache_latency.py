@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from local_models.cache import CacheConfig, ResponseCache  # noqa: E402
-from router.reports import percentile  # noqa: E402
+from router._gateway.cache import CacheConfig, ResponseCache  # noqa: E402
+from router.ledger.reports import percentile  # noqa: E402
 from router.types import BackendResult, ChatRequest  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from router.classifier import DifficultyClassifier
-from router.routebench import TARGETS, load_routing_csv
+from router.scoring.classifier import DifficultyClassifier
+from router.tuning.routebench import TARGETS, load_routing_csv
 
 _ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = _ROOT.parent / "shared" / "data" / "routellm_gsm8k" / "gsm8k_responses.csv"
@@ -31,7 +31,7 @@ def _data(path: Path) -> tuple[list[str], np.ndarray]:
             strong_col="gpt-4-1106-preview",
         )
         return prompts, TARGETS["no_gain"](weak, strong)
-    from router.data import load_gsm8k
+    from router.devtools.data import load_gsm8k
 
     rows = load_gsm8k()
     return [r["prompt"] for r in rows], np.array(

@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from router.demo import INTENT_SYSTEM  # noqa: E402
+from router.devtools.demo import INTENT_SYSTEM  # noqa: E402
 from training import (  # noqa: E402
     LoraTrainingConfig,
     closed_answer_set,
@@ -155,11 +155,11 @@ def cascade_costs(
     import numpy as np
 
     from local_models import GenerationRequest, LocalEngine, LocalModelConfig
-    from router.confidence import confidence
-    from router.judges import label_match
-    from router.pricing import PriceBook
-    from router.replay import count_prompt_tokens, count_text_tokens
-    from router.tuning import tune_threshold
+    from router.devtools.replay import count_prompt_tokens, count_text_tokens
+    from router.ledger.pricing import PriceBook
+    from router.scoring.confidence import confidence
+    from router.scoring.judges import label_match
+    from router.tuning.sweep import tune_threshold
     from training._model import prompt_messages
 
     engine = LocalEngine.from_config(
@@ -230,9 +230,9 @@ def cascade_costs(
 
 
 def _demo_split(seed: int) -> tuple[list, list]:
-    """The demo's pools (``router.demo._pools``): unique phase-1 texts to train on, the next
+    """The demo's pools (``router.devtools.demo._pools``): unique phase-1 texts to train on, the next
     phase's texts to score on."""
-    from router.demo import _pools
+    from router.devtools.demo import _pools
     from training import Example
 
     def examples(rows: list[dict[str, str]]) -> list[Example]:

@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from router.ledger import Ledger, LedgerEntry  # noqa: E402
-from router.reports import percentile  # noqa: E402
+from router.ledger.reports import percentile  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 

@@ -41,10 +41,10 @@ def main() -> None:
     import litellm
 
     from router import HybridClient
+    from router._gateway.retry import RetryConfig
+    from router.devtools.replay import ReplayCloud
     from router.ledger import Ledger, LedgerEntry
     from router.policy import policy_from_dict
-    from router.replay import ReplayCloud
-    from router.retry import RetryConfig
 
     question = "What is the capital of France?"
     messages = [{"role": "user", "content": question}]

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from local_models import GenerationRequest, LocalEngine, LocalModelConfig
-    from router.data import load_banking77
+    from router.devtools.data import load_banking77
 
     texts = [r["text"] for r in load_banking77()[: args.requests]]
     reqs = [

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.adapter / "adapter_config.json").is_file():
         parser.error(f"{args.adapter} is not an adapter directory (no adapter_config.json)")
 
-    from router.demo import INTENT_SYSTEM, _pools
+    from router.devtools.demo import INTENT_SYSTEM, _pools
 
     rows = _pools(0)[1][: args.rows]
     report: dict[str, Any] = {"rows": len(rows), "results": []}

@@ -14,7 +14,7 @@ import statistics
 import time
 from pathlib import Path
 
-from router.routebench import bench_router, format_report
+from router.tuning.routebench import bench_router, format_report
 
 _ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = _ROOT.parent / "shared" / "data" / "routellm_gsm8k" / "gsm8k_responses.csv"

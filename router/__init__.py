@@ -19,13 +19,13 @@ _EXPORTS = {
     "load_policy": "router.policy",
     "Ledger": "router.ledger",
     "LedgerEntry": "router.ledger",
-    "PriceBook": "router.pricing",
+    "PriceBook": "router.ledger.pricing",
     "RouteInfo": "router.types",
     "ChatRequest": "router.types",
     "BackendResult": "router.types",
-    "DifficultyClassifier": "router.classifier",
-    "ReplayCloud": "router.replay",
-    "RetryConfig": "router.retry",
+    "DifficultyClassifier": "router.scoring.classifier",
+    "ReplayCloud": "router.devtools.replay",
+    "RetryConfig": "router._gateway.retry",
     "HybridGateError": "router.errors",
 }
 

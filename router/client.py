@@ -12,12 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from router._gateway.core import Gateway
+from router._gateway.retry import Retrier, RetryConfig
 from router.errors import ModelLoadError
-from router.gateway import Gateway
 from router.ledger import Ledger
+from router.ledger.pricing import PriceBook
 from router.policy import RoutingPolicy, load_policy
-from router.pricing import PriceBook
-from router.retry import Retrier, RetryConfig
 
 
 class _Completions:
@@ -204,7 +204,7 @@ def _adapter_watcher(policy: RoutingPolicy, local: Any) -> Any:
     """With ``local.adapter: current``, follow promotions made while this client runs."""
     if local is not None or policy.local.adapter != "current":
         return None
-    from router.adapter_watch import CurrentAdapterWatcher, registry_current
+    from router._gateway.adapter_watch import CurrentAdapterWatcher, registry_current
 
     return CurrentAdapterWatcher(registry_current())
 
@@ -243,7 +243,7 @@ def _cache(policy: RoutingPolicy, cache: Any) -> Any:
         return None
     if cache is not None:
         return cache
-    from local_models.cache import CacheConfig, ResponseCache
+    from router._gateway.cache import CacheConfig, ResponseCache
 
     return ResponseCache(
         CacheConfig(
@@ -258,6 +258,6 @@ def _cache(policy: RoutingPolicy, cache: Any) -> Any:
 def _classifier(policy: RoutingPolicy) -> Any:
     if not policy.classifier:
         return None
-    from router.classifier import DifficultyClassifier
+    from router.scoring.classifier import DifficultyClassifier
 
     return DifficultyClassifier.load(policy.classifier)

@@ -59,12 +59,12 @@ def exact_match(answer: str, reference: str) -> bool:
 
 
 def default_judge() -> Callable[[str, str], float]:
-    """Per-example rule judge chosen from the teacher answer's shape (``router.judges``).
+    """Per-example rule judge chosen from the teacher answer's shape (``router.scoring.judges``).
 
     Labels -> ``label_match``, numbers -> ``final_number``, prose -> ``token_f1``; the score
     is in [0, 1] and ``EvalResult.agreement`` is its mean.
     """
-    from router.judges import auto_judge, get_judge
+    from router.scoring.judges import auto_judge, get_judge
 
     def judge(answer: str, reference: str) -> float:
         return float(get_judge(auto_judge(reference))(answer=answer, reference=reference))

@@ -90,8 +90,8 @@ def relabel(
     """
     from local_models import GenerationRequest, LocalEngine, LocalModelConfig
     from local_models.answer_sets import traffic_class
-    from router.confidence import confidence
-    from router.judges import auto_judge, get_judge
+    from router.scoring.confidence import confidence
+    from router.scoring.judges import auto_judge, get_judge
     from training._model import prompt_messages
 
     engine = LocalEngine.from_config(
@@ -152,7 +152,7 @@ def _evidence(what: str, result: Any) -> str:
 
 def write_status(policy_out: str | Path, status: dict[str, Any]) -> Path:
     """Write ``status`` beside the policy (atomically), where ``hybridgate report`` reads it."""
-    from router.reports import serving_status_path
+    from router.ledger.reports import serving_status_path
 
     path = serving_status_path(policy_out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,10 +184,10 @@ def serve_adapter(
     (``hybrid_low = hybrid_high``), leaving only the tuned routing.
 
     Returns:
-        The status written beside the policy (``router.reports.serving_status_path``).
+        The status written beside the policy (``router.ledger.reports.serving_status_path``).
     """
     from router.policy import save_policy
-    from router.retune import labelled_from_ledger, retune
+    from router.tuning.retune import labelled_from_ledger, retune
 
     out = Path(policy_out)
     served = adapter.metadata.get("served_classes")  # None: gated before per-class gating

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from local_models.cache import CacheConfig, ResponseCache
+from router._gateway.cache import CacheConfig, ResponseCache
 from router.errors import PolicyError
 from router.types import BackendResult, ChatRequest
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from router import HybridClient
+from router.devtools.replay import ReplayCloud
 from router.errors import ModelLoadError
 from router.ledger import Ledger
 from router.policy import policy_from_dict
-from router.replay import ReplayCloud
 
 QUESTION = "How do I activate my card?"
 

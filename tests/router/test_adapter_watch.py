@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from router.adapter_watch import CurrentAdapterWatcher
+from router._gateway.adapter_watch import CurrentAdapterWatcher
 
 
 class FakeTransport:

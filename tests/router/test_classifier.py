@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from router.classifier import DifficultyClassifier
-from router.data import load_gsm8k
+from router.devtools.data import load_gsm8k
 from router.errors import NotFittedError
+from router.scoring.classifier import DifficultyClassifier
 
 FEATURE_SPECS = ["tfidf", "char", "hand", "tfidf+hand"]
 
@@ -150,8 +150,8 @@ def test_load_rejects_other_json(tmp_path) -> None:
 def test_router_modules_import_without_sklearn_or_torch() -> None:
     """The CLI ``report`` path imports router/; heavy libraries must stay lazy."""
     code = (
-        "import sys, router.classifier, router.features, router.confidence, router.judges, "
-        "router.tuning, router.routebench\n"
+        "import sys, router.scoring.classifier, router.scoring.features, router.scoring.confidence, router.scoring.judges, "
+        "router.tuning.sweep, router.tuning.routebench\n"
         "heavy = [m for m in ('sklearn', 'torch', 'transformers', 'scipy', 'matplotlib') "
         "if m in sys.modules]\n"
         "assert not heavy, heavy"

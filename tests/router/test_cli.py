@@ -67,8 +67,8 @@ def test_tune_writes_policy_with_classifier_and_routes_easy_prompts_local(tmp_pa
     )
     assert result.exit_code == 0, result.output
     assert "meets target" in result.output
-    from router.classifier import DifficultyClassifier
     from router.policy import load_policy
+    from router.scoring.classifier import DifficultyClassifier
 
     policy = load_policy(out)
     clf = DifficultyClassifier.load(policy.classifier)

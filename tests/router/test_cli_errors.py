@@ -186,7 +186,7 @@ def test_adapters_list_with_broken_metadata_names_the_file(tmp_path: Path) -> No
 
 
 def test_replay_cloud_serves_the_answers_file(tmp_path: Path, monkeypatch) -> None:
-    from router.replay import ReplayCloud
+    from router.devtools.replay import ReplayCloud
 
     answers = tmp_path / "answers.json"
     answers.write_text(json.dumps({"What is hybridgate?": "A router."}))

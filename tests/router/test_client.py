@@ -10,13 +10,13 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from router import AsyncHybridClient, HybridClient
+from router._gateway.retry import RetryConfig
 from router._transports.base import MockTransport
+from router.devtools.replay import ReplayCloud
 from router.errors import CloudServerError, InvalidRequest
 from router.ledger import Ledger
+from router.ledger.pricing import PriceBook
 from router.policy import policy_from_dict
-from router.pricing import PriceBook
-from router.replay import ReplayCloud
-from router.retry import RetryConfig
 from router.types import BackendResult
 
 QUESTION = "What is the capital of France?"

@@ -16,6 +16,7 @@ import pytest
 
 from router._transports.base import Transport
 from router._transports.cloud import CloudTransport, parse_retry_after, translate_error
+from router.devtools.replay import ReplayCloud, count_prompt_tokens, count_text_tokens
 from router.errors import (
     BackendError,
     CloudAuthError,
@@ -26,7 +27,6 @@ from router.errors import (
     CloudTimeout,
     RateLimited,
 )
-from router.replay import ReplayCloud, count_prompt_tokens, count_text_tokens
 from router.types import BackendResult, ChatRequest, StreamDelta
 
 MODEL = "gpt-4-1106-preview"
@@ -439,7 +439,7 @@ def test_tool_calls_and_finish_reason_are_read(litellm_module: Any) -> None:
 
 def test_importing_cloud_and_replay_does_not_import_litellm() -> None:
     code = (
-        "import sys, router._transports.cloud, router.replay, router.data; "
+        "import sys, router._transports.cloud, router.devtools.replay, router.devtools.data; "
         "sys.exit('litellm' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from router.confidence import (
+from router.scoring.confidence import (
     ConfidenceModel,
     confidence,
     confidence_features,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router.decision import Decider
+from router._gateway.decision import Decider
+from router._gateway.validation import build_request
 from router.errors import BudgetExceeded
 from router.policy import policy_from_dict
-from router.validation import build_request
 
 
 class FixedScore:
@@ -117,7 +117,7 @@ def test_budget_counts_real_ledger_spend(tmp_path):
         LedgerEntry(request_id="b", ts=time.time() - 3 * 86400, route="cloud", cost_usd=9)
     )
     ledger.record(LedgerEntry(request_id="c", ts=time.time(), route="local", cost_usd=5))
-    from router.gateway import _midnight
+    from router._gateway.core import _midnight
 
     assert ledger.cloud_spend(since=_midnight("UTC")) == pytest.approx(0.4)
 

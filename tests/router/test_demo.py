@@ -7,7 +7,7 @@ import random
 import pytest
 from typer.testing import CliRunner
 
-from router.demo import _pools, _traffic
+from router.devtools.demo import _pools, _traffic
 
 
 def test_phases_never_share_a_text_and_mix_math_in():
@@ -48,7 +48,7 @@ def test_a_round_without_a_tuned_policy_goes_all_cloud(tmp_path):
     """#9.18: no tuned policy (the gate rejected, or nothing could be tuned) means no
     evidence for any threshold: the round is served by the cloud and keeps shadow labelling,
     never by the bundled cascade defaults."""
-    from router.demo import _round_policy
+    from router.devtools.demo import _round_policy
     from router.policy import load_policy, save_policy
 
     base = load_policy("default").replace(**{"local.adapter": None})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from router._transports.base import MockTransport
-from router.judges import (
+from router.scoring.judges import (
     JUDGES,
     LLMJudge,
     auto_judge,

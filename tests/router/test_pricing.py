@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from router.errors import PolicyError
-from router.pricing import ModelPrice, PriceBook, litellm_price_file, local_cost, parse_price_map
+from router.ledger.pricing import (
+    ModelPrice,
+    PriceBook,
+    litellm_price_file,
+    local_cost,
+    parse_price_map,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,8 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_report_modules_import_without_heavy_libraries() -> None:
     """``hybridgate report`` must start fast: no torch/litellm/transformers on this path."""
     code = (
-        "import sys, router.ledger, router.pricing, router.reports\n"
-        "router.pricing.litellm_prices()\n"
+        "import sys, router.ledger, router.ledger.pricing, router.ledger.reports\n"
+        "router.ledger.pricing.litellm_prices()\n"
         "heavy = [m for m in ('torch', 'litellm', 'transformers', 'peft', 'openai') "
         "if m in sys.modules]\n"
         "print(','.join(heavy))"

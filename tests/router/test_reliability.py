@@ -21,12 +21,12 @@ import openai
 import pytest
 
 from router import AsyncHybridClient, HybridClient
+from router._gateway.retry import RetryConfig
 from router._transports.base import MockTransport
+from router.devtools.replay import ReplayCloud
 from router.errors import InvalidRequest, LocalModelError, Overloaded
 from router.ledger import Ledger, LedgerEntry
 from router.policy import policy_from_dict
-from router.replay import ReplayCloud
-from router.retry import RetryConfig
 from router.types import BackendResult
 
 MODEL = "gpt-4o-mini"

@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
-from router.data import DATA_FILES, data_path, load_banking77, load_gsm8k
-from router.replay import FAULTS, ReplayCloud, count_prompt_tokens, count_text_tokens
+from router.devtools.data import DATA_FILES, data_path, load_banking77, load_gsm8k
+from router.devtools.replay import FAULTS, ReplayCloud, count_prompt_tokens, count_text_tokens
 
 MODEL = "gpt-4-1106-preview"
 CARD_PROMPT = "I am still waiting on my card?"
@@ -264,7 +264,7 @@ def test_banking77_slice_covers_all_intents() -> None:
     rows = load_banking77()
     assert 4000 <= len(rows) <= 5500
     assert len({r["category"] for r in rows}) == 77
-    from router.data import demo_intents
+    from router.devtools.data import demo_intents
 
     demo = set(demo_intents([r["category"] for r in rows]))
     assert len(demo) == 20

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from router.ledger import Ledger, LedgerEntry
-from router.reports import (
+from router.ledger.reports import (
     parse_since,
     percentile,
     plot,
@@ -172,7 +172,7 @@ def test_plot_writes_an_image(tmp_path: Path) -> None:
 
 def test_serving_status_says_why_the_adapter_takes_no_traffic(tmp_path: Path) -> None:
     """#9.18: ``hybridgate report`` prints the status the nightly run wrote beside the policy."""
-    from router.reports import serving_status_lines, serving_status_path
+    from router.ledger.reports import serving_status_lines, serving_status_path
 
     policy = tmp_path / "policy.yaml"
     assert serving_status_lines(policy) == []  # nothing written yet: nothing to say

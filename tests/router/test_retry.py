@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from router._gateway.retry import Retrier, RetryConfig
 from router.errors import CloudAuthError, CloudServerError, CloudTimeout, RateLimited
-from router.retry import Retrier, RetryConfig
 
 
 def flaky(errors):

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from router.data import load_gsm8k
-from router.routebench import (
+from router.devtools.data import load_gsm8k
+from router.tuning.routebench import (
     GRID_POINTS,
     bench_router,
     bench_router_arrays,

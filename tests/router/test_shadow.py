@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from router._gateway.shadow import DEFAULT_MAX_PENDING, ShadowLabeller
+from router._gateway.validation import build_request
 from router.ledger import EVENT_SHADOW_DROPPED, Ledger
 from router.policy import load_policy
-from router.shadow import DEFAULT_MAX_PENDING, ShadowLabeller
 from router.types import BackendResult
-from router.validation import build_request
 
 
 class _BlockedLocal:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router.tuning import format_curve, plot_curve, tune_threshold
+from router.tuning.sweep import format_curve, plot_curve, tune_threshold
 
 
 def _synthetic(n: int = 3000, seed: int = 0):

@@ -203,9 +203,9 @@ def test_promoted_adapter_serves_only_the_classes_it_cleared(tiny_model_dir, tmp
     class, the metadata names the class it earned, and the written policy sends the math to
     the cloud while tuning thresholds on the intents' labels only."""
     import training.promote as promote_mod
-    from router.decision import Decider
+    from router._gateway.decision import Decider
+    from router._gateway.validation import build_request
     from router.policy import load_policy as load
-    from router.validation import build_request
     from training import LoraTrainingConfig
     from training.evaluate import EvalResult
 
@@ -251,9 +251,9 @@ def test_too_few_labels_give_a_new_adapter_no_traffic_and_report_says_why(tmp_pa
     lets it earn its traffic."""
     from typer.testing import CliRunner
 
+    from router._gateway.decision import Decider
+    from router._gateway.validation import build_request
     from router.cli import app
-    from router.decision import Decider
-    from router.validation import build_request
 
     home = tmp_path / "home"
     monkeypatch.setenv("HYBRIDGATE_HOME", str(home))

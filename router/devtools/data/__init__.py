@@ -5,7 +5,7 @@ from a bare install with nothing beside the repository.
 
 Example::
 
-    from router.data import load_banking77
+    from router.devtools.data import load_banking77
     rows = load_banking77()  # [{"text": ..., "category": ...}, ...]
 """
 
@@ -38,7 +38,7 @@ def data_path(name: str) -> Path:
     path = Path(str(resources.files(__name__).joinpath(name)))
     if "/" in name or "\\" in name or not path.is_file():
         raise FileNotFoundError(
-            f"no data file {name!r} in router.data; shipped files: {', '.join(DATA_FILES)}"
+            f"no data file {name!r} in router.devtools.data; shipped files: {', '.join(DATA_FILES)}"
         )
     return path
 

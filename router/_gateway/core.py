@@ -28,8 +28,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from router.confidence import confidence as answer_confidence
-from router.decision import Decider, Decision
+from router._gateway.decision import Decider, Decision
+from router._gateway.responses import chunk, completion, final_chunk
+from router._gateway.retry import Retrier
+from router._gateway.shadow import ShadowLabeller
+from router._gateway.stream import AsyncHybridStream, HybridStream
+from router._gateway.validation import build_request
 from router.errors import (
     BackendError,
     CloudError,
@@ -39,13 +43,9 @@ from router.errors import (
     LocalModelError,
 )
 from router.ledger import Ledger, LedgerEntry, redact_values
-from router.pricing import PriceBook
-from router.responses import chunk, completion, final_chunk
-from router.retry import Retrier
-from router.shadow import ShadowLabeller
-from router.streams import AsyncHybridStream, HybridStream
+from router.ledger.pricing import PriceBook
+from router.scoring.confidence import confidence as answer_confidence
 from router.types import BackendResult, ChatRequest, RouteInfo, StreamDelta
-from router.validation import build_request
 
 log = logging.getLogger("hybridgate")
 

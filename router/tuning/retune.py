@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from router.tuning import TuneResult, tune_threshold
+from router.tuning.sweep import TuneResult, tune_threshold
 
 Target = Literal["route", "cascade"]
 
@@ -99,7 +99,7 @@ def out_of_fold_scores(
     prompts: list[str], labels: np.ndarray, *, folds: int = 5, seed: int = 0, **params: Any
 ) -> np.ndarray:
     """Score each prompt with a classifier fitted on the other folds."""
-    from router.classifier import DifficultyClassifier
+    from router.scoring.classifier import DifficultyClassifier
 
     n = len(prompts)
     order = np.random.default_rng(seed).permutation(n)
@@ -165,7 +165,7 @@ def retune(
             result, policy.replace(**{"thresholds.cascade": round(result.threshold, 4)}), None
         )
 
-    from router.classifier import DifficultyClassifier
+    from router.scoring.classifier import DifficultyClassifier
 
     n = len(data)
     if min_labels is not None and n < min_labels or n < 2:

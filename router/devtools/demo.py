@@ -2,7 +2,7 @@
 
 1. start the replay cloud (Banking77 intents answered with their gold label, GSM8K questions with
    GPT-4's recorded answers) on loopback; the traffic is a support bot's: 20 of the 77 intents
-   (``router.data.demo_intents``), texts never repeated between the two phases, plus a share
+   (``router.devtools.data.demo_intents``), texts never repeated between the two phases, plus a share
    of math questions;
 2. send traffic through ``HybridClient`` with the all-cloud policy (a slice is shadow-labelled
    by the local model) and print the savings report: this is "before";
@@ -61,7 +61,7 @@ class DemoResult:
 def _pools(seed: int, parts: int = 2) -> list[list[dict[str, str]]]:
     """Banking77 texts of the demo's intents, split into ``parts`` disjoint pools (phase 1,
     then one per round), so the student is never scored on a text it was trained on."""
-    from router.data import demo_intents, load_banking77
+    from router.devtools.data import demo_intents, load_banking77
 
     rows = load_banking77()
     keep = set(demo_intents([r["category"] for r in rows]))
@@ -74,7 +74,7 @@ def _traffic(
     n: int, *, rng: random.Random, banking: list[dict[str, str]], offset: int, gsm_share: float
 ) -> list[dict[str, Any]]:
     """Requests as an app would send them: mostly short intent questions, some math."""
-    from router.data import load_gsm8k
+    from router.devtools.data import load_gsm8k
 
     gsm = load_gsm8k()
     out = []
@@ -126,10 +126,10 @@ def run_demo(
     included, gate, promote, retune) followed by ``requests`` fresh requests.
     """
     from router.client import HybridClient
+    from router.devtools.replay import ReplayCloud
     from router.ledger import Ledger
+    from router.ledger.reports import summarize
     from router.policy import load_policy
-    from router.replay import ReplayCloud
-    from router.reports import summarize
 
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -203,7 +203,7 @@ def _round(
 ) -> RoundResult:
     """Distil, gate, promote, relabel and retune; then send ``traffic`` with the result."""
     from router.client import HybridClient
-    from router.reports import serving_status_lines, summarize
+    from router.ledger.reports import serving_status_lines, summarize
     from training.evaluate import default_judge
     from training.nightly import run_distill
     from training.registry import AdapterRegistry

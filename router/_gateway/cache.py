@@ -184,7 +184,7 @@ class ResponseCache:
         }
 
     def _open(self) -> None:
-        from router._files import private_dir, private_file, tighten
+        from router._paths import private_dir, private_file, tighten
 
         private_dir(self.directory)  # answers are the user's data: 0700 folder, 0600 files
         db = self.directory / DB_FILES[0]
@@ -210,7 +210,7 @@ class ResponseCache:
                 self._cache.close()
         for name in DB_FILES:
             (self.directory / name).unlink(missing_ok=True)
-        from router._files import private_file
+        from router._paths import private_file
 
         private_file(self.directory / DB_FILES[0])
         self._cache = diskcache.Cache(str(self.directory), disk=JSONOnlyDisk, **self._settings())

@@ -1,6 +1,6 @@
 """Routing policies: frozen, self-validating config objects loaded from YAML.
 
-A policy says *how* to route (mode, thresholds, budget, rules); ``router.decision`` says *what
+A policy says *how* to route (mode, thresholds, budget, rules); ``router._gateway.decision`` says *what
 happens* with it. Decision code receives a ``RoutingPolicy`` object, never a path or dict, and
 nothing here reads environment variables. Every dataclass validates itself in ``__post_init__``
 and raises ``PolicyError`` naming the field; the YAML loader adds file and line:
@@ -27,7 +27,7 @@ import yaml
 from router.errors import PolicyError
 
 MODES: tuple[str, ...] = ("cloud", "local", "route", "cascade", "hybrid")
-"""Valid ``RoutingPolicy.mode`` values (see ``router.decision`` for what each does)."""
+"""Valid ``RoutingPolicy.mode`` values (see ``router._gateway.decision`` for what each does)."""
 
 ON_EXCEEDED: tuple[str, ...] = ("local", "fail")
 """Valid ``BudgetConfig.on_exceeded`` values."""
@@ -577,7 +577,7 @@ class ShadowConfig:
     def __post_init__(self) -> None:
         s = self._section
         _set(self, "rate", _number((s, "rate"), self.rate, lo=0, hi=1))
-        from router.judges import JUDGES
+        from router.scoring.judges import JUDGES
 
         choices = ("auto", "llm", *sorted(JUDGES))
         _set(self, "judge", _choice((s, "judge"), self.judge, choices))

@@ -40,7 +40,7 @@ class ShadowLabeller:
     >>> labeller.submit(request, cloud_result)   # returns at once
     >>> labeller.drain()                         # tests: wait for pending work
 
-    ``judge="llm"`` asks the cloud model itself (``router.judges.LLMJudge`` through ``cloud``);
+    ``judge="llm"`` asks the cloud model itself (``router.scoring.judges.LLMJudge`` through ``cloud``);
     that call is paid for, so it gets its own ledger row (reason ``judge``).
     """
 
@@ -127,8 +127,8 @@ class ShadowLabeller:
             self._pending.discard(future)
 
     def _label(self, request: ChatRequest, cloud_result: BackendResult) -> None:
-        from router.confidence import confidence
-        from router.judges import auto_judge, get_judge
+        from router.scoring.confidence import confidence
+        from router.scoring.judges import auto_judge, get_judge
 
         try:
             local = self._local().complete(request)
@@ -154,9 +154,9 @@ class ShadowLabeller:
 
     def _llm_label(self, request: ChatRequest, answer: str, reference: str) -> float:
         """Judge with the cloud model and record the judge call's cost in the ledger."""
-        from router.judges import LLMJudge
+        from router._gateway.validation import prompt_text
         from router.ledger import LedgerEntry
-        from router.validation import prompt_text
+        from router.scoring.judges import LLMJudge
 
         if self._cloud is None:
             raise ValueError("judge 'llm' needs a cloud transport")

@@ -184,7 +184,7 @@ def bench_router(
     seed: int = 0,
     drop_contaminated: bool = True,
 ) -> dict[str, Any]:
-    """K-fold router benchmark of :class:`~router.classifier.DifficultyClassifier`.
+    """K-fold router benchmark of :class:`~router.scoring.classifier.DifficultyClassifier`.
 
     Args:
         csv_path: CSV of prompts with weak/strong correctness (see :func:`load_routing_csv`).
@@ -230,7 +230,7 @@ def bench_router_arrays(
     seed: int = 0,
 ) -> dict[str, Any]:
     """:func:`bench_router` on in-memory data (same arguments and result)."""
-    from router.classifier import DifficultyClassifier
+    from router.scoring.classifier import DifficultyClassifier
 
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose from {sorted(TARGETS)}")

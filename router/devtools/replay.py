@@ -195,7 +195,7 @@ class ReplayCloud:
         Returns:
             An unstarted :class:`ReplayCloud`.
         """
-        from router.data import load_banking77, load_gsm8k
+        from router.devtools.data import load_banking77, load_gsm8k
 
         answers = {row["text"]: row["category"] for row in load_banking77()}
         answers.update({row["prompt"]: row["answer"] for row in load_gsm8k()})

@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from router._gateway.validation import prompt_text
 from router.errors import BudgetExceeded
 from router.types import ChatRequest
-from router.validation import prompt_text
 
 if TYPE_CHECKING:
     from router.policy import RoutingPolicy

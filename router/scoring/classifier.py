@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from router.errors import NotFittedError
-from router.features import (
+from router.scoring.features import (
     ANALYZERS,
     HAND_FEATURE_NAMES,
     hand_features,

@@ -1,6 +1,6 @@
 """Rebuild the committed data slices from the full public data sets (maintainers only).
 
-Run ``python -m router.data._make_slices --data ../shared/data``; the output is deterministic
+Run ``python -m router.devtools.data._make_slices --data ../shared/data``; the output is deterministic
 (seeded), so a rebuild reproduces the committed files byte for byte.
 """
 
@@ -13,7 +13,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from router.data import demo_intents
+from router.devtools.data import demo_intents
 
 _HERE = Path(__file__).parent
 BANKING77_ROWS = 3000

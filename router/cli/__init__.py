@@ -161,8 +161,8 @@ def report(
     ledger: Path | None = LedgerOpt,
 ) -> None:
     """Savings versus sending everything to the cloud, from the ledger."""
-    from router.reports import parse_since, render_table, summarize, to_csv, to_json
-    from router.reports import plot as plot_report
+    from router.ledger.reports import parse_since, render_table, summarize, to_csv, to_json
+    from router.ledger.reports import plot as plot_report
 
     if fmt not in ("table", "json", "csv"):
         _fail(f"--format must be table, json or csv, got {fmt!r}")
@@ -189,7 +189,7 @@ def report(
 
         Console(width=None if sys.stdout.isatty() else 160).print(render_table(rep))
         typer.echo(_shadow_line(shadow))
-    from router.reports import serving_status_lines
+    from router.ledger.reports import serving_status_lines
 
     for line in serving_status_lines(_home() / "policy.yaml"):  # why the adapter serves what
         typer.echo(line, err=fmt != "table")  # json/csv stay machine-readable on stdout
@@ -300,7 +300,7 @@ def replay_cloud(
     ),
 ) -> None:
     """Serve the bundled replay data as an OpenAI-compatible cloud (offline demo and tests)."""
-    from router.replay import serve
+    from router.devtools.replay import serve
 
     try:
         serve(host=host, port=port, latency_ms=latency_ms, answers_file=answers)
@@ -336,8 +336,8 @@ def bench_router(
     as_json: bool = typer.Option(False, "--json", help="Last line: one JSON object."),
 ) -> None:
     """k-fold cost/quality of the difficulty router (APGR, CPT) versus random and the oracle."""
-    from router.routebench import bench_router as run_bench
-    from router.routebench import format_report
+    from router.tuning.routebench import bench_router as run_bench
+    from router.tuning.routebench import format_report
 
     try:
         result = run_bench(
@@ -382,8 +382,8 @@ def tune(
     from router.errors import HybridGateError
     from router.ledger import Ledger
     from router.policy import save_policy
-    from router.retune import labelled_from_csv, labelled_from_ledger, retune
-    from router.tuning import format_curve, plot_curve
+    from router.tuning.retune import labelled_from_csv, labelled_from_ledger, retune
+    from router.tuning.sweep import format_curve, plot_curve
 
     if what not in ("route", "cascade"):
         _fail(f"--what must be route or cascade, got {what!r}")
@@ -455,7 +455,7 @@ def distill(
     pol = _load_policy(policy)
     start = None
     if since:
-        from router.reports import parse_since
+        from router.ledger.reports import parse_since
 
         start = parse_since(since)
     path = _ledger_path(ledger)
@@ -543,8 +543,8 @@ def demo(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """The whole loop offline: replay cloud -> traffic -> distil -> promote -> retune -> traffic."""
-    from router.demo import run_demo
-    from router.reports import render_table
+    from router.devtools.demo import run_demo
+    from router.ledger.reports import render_table
 
     where = home or _home() / "demo"
     result = run_demo(

@@ -536,7 +536,7 @@ class Ledger:
             _check_columns(conn)
             return conn
         if isinstance(self.path, Path):
-            from router._files import private_file, tighten
+            from router._paths import private_file, tighten
 
             if self.path.exists():
                 for suffix in ("", "-wal", "-shm"):
@@ -716,7 +716,7 @@ class Ledger:
 
     def _spill(self, rows: list[tuple[Any, ...]]) -> None:
         """Append rows to the private spill file (the last resort when SQLite will not take them)."""
-        from router._files import private_file
+        from router._paths import private_file
 
         try:
             target = private_file(self._spill_path())

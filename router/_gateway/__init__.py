@@ -1,0 +1,1 @@
+"""The request loop behind ``HybridClient`` (private: import from ``router``)."""

@@ -1,0 +1,2 @@
+"""Offline tuning and analysis: threshold sweeps, ``hybridgate tune`` (retune) and the router
+benchmark. Nothing on the request path imports this package."""
