@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from router._gateway.cache import CacheConfig, ResponseCache  # noqa: E402
+from router._gateway.cache import ResponseCache  # noqa: E402
 from router.ledger.reports import percentile  # noqa: E402
 from router.types import BackendResult, ChatRequest  # noqa: E402
 
@@ -81,7 +81,7 @@ def main() -> None:
     texts, source = load_texts(args.data, args.entries)
     requests = [request(t) for t in texts]
     rng = random.Random(0)
-    with tempfile.TemporaryDirectory() as tmp, ResponseCache(CacheConfig(directory=tmp)) as cache:
+    with tempfile.TemporaryDirectory() as tmp, ResponseCache(directory=tmp) as cache:
         answer = BackendResult(text="card_arrival", prompt_tokens=40, completion_tokens=4)
         puts = timed(lambda r: cache.put(r, answer, model=MODEL, adapter_version="a1"), requests)
         for r in requests[:100]:  # warm-up

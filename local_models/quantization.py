@@ -9,10 +9,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from router.errors import ModelLoadError
+from local_models.errors import ModelLoadError
 
 AUTO_PRECISION = {"cpu": "fp32", "cuda": "bf16"}
 """What ``precision="auto"`` means per device. On CPU, int8 dynamic quantization is ~1.5x faster
@@ -113,8 +112,3 @@ def get_backend(precision: str, *, device: str) -> QuantBackend:
     if backend.check is not None:
         backend.check()
     return backend
-
-
-def load_with_backend(backend: QuantBackend, path: Path, *, device: str) -> Any:
-    """Load ``path`` in the backend's precision (thin wrapper for symmetry with convert)."""
-    return backend.load(path, device=device)

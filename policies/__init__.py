@@ -3,6 +3,11 @@
 Each ``*.yaml`` here is a commented, loadable ``RoutingPolicy``; the comments are the user-facing
 documentation of every knob. Load one with ``router.policy.load_policy("default")``.
 
+This package only locates files and imports nothing from ``router`` (the package graph points
+one way: ``router`` imports ``policies``). An unknown name raises its own
+:class:`UnknownPolicyError`, a plain ``ValueError`` that ``router.policy`` turns into a
+``PolicyError``.
+
 >>> from policies import policy_path
 >>> policy_path("cost-saver").name
 'cost-saver.yaml'
@@ -14,10 +19,12 @@ import difflib
 from importlib import resources
 from pathlib import Path
 
-from router.errors import PolicyError
-
 BUNDLED_POLICIES: tuple[str, ...] = ("default", "cost-saver", "quality-first")
 """Names accepted by ``policy_path`` and ``router.policy.load_policy``."""
+
+
+class UnknownPolicyError(ValueError):
+    """``policy_path`` was given a name that is not in ``BUNDLED_POLICIES``."""
 
 
 def policy_path(name: str) -> Path:
@@ -30,15 +37,15 @@ def policy_path(name: str) -> Path:
         Path of the YAML file inside the installed ``policies`` package.
 
     Raises:
-        PolicyError: ``name`` is not a bundled policy.
+        UnknownPolicyError: ``name`` is not a bundled policy (the message suggests the closest).
     """
     if name not in BUNDLED_POLICIES:
         close = difflib.get_close_matches(str(name), BUNDLED_POLICIES, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise PolicyError(
+        raise UnknownPolicyError(
             f"unknown bundled policy {name!r}{hint} (bundled: {', '.join(BUNDLED_POLICIES)})"
         )
     return Path(str(resources.files(__name__).joinpath(f"{name}.yaml")))
 
 
-__all__ = ["BUNDLED_POLICIES", "policy_path"]
+__all__ = ["BUNDLED_POLICIES", "UnknownPolicyError", "policy_path"]

@@ -88,26 +88,15 @@ class HybridClient:
         secrets = tuple(v for v in (api_key, *(redactions() if redactions else ())) if v)
         if not isinstance(ledger, Ledger):
             ledger = Ledger(ledger, store_content=policy.store_content, redact=secrets)
-        prices = PriceBook(
-            {
-                name: {"input_per_mtok": p.input_per_mtok, "output_per_mtok": p.output_per_mtok}
-                for name, p in policy.cloud.prices.items()
-            }
-        )
-        retry = retry or RetryConfig(
-            max_retries=policy.cloud.max_retries,
-            base_s=policy.cloud.backoff_base_s,
-            max_s=policy.cloud.backoff_max_s,
-        )
         self._gateway = Gateway(
             policy=policy,
             ledger=ledger,
-            prices=prices,
+            prices=PriceBook(policy.cloud.prices),
             cloud=cloud,
             local_factory=_local_factory(policy, local),
             cache=_cache(policy, cache),
             classifier=classifier if classifier is not None else _classifier(policy),
-            retrier=Retrier(retry, seed=seed),
+            retrier=Retrier(retry or RetryConfig.from_policy(policy.cloud), seed=seed),
             seed=seed,
             adapter_watcher=_adapter_watcher(policy, local),
             adapter_hint=_adapter_hint(policy) if local is None or _is_factory(local) else None,
@@ -182,20 +171,13 @@ def _local_factory(policy: RoutingPolicy, local: Any) -> Any:
         return local if _is_factory(local) else (lambda: local)
 
     def build() -> Any:
-        from local_models import LocalModelConfig
         from router._transports.local import LocalTransport
 
         adapter_path, adapter_version = _adapter(policy.local.adapter)
-        config = LocalModelConfig(
-            model=policy.local.model,
-            precision=policy.local.precision,
-            adapter_path=adapter_path,
-            adapter_version=adapter_version,
-            max_batch_size=policy.local.max_batch_size,
-            max_wait_ms=policy.local.max_wait_ms,
-            max_queue=policy.local.max_queue,
+        config = policy.local.engine_config(
+            adapter_path=adapter_path, adapter_version=adapter_version
         )
-        return LocalTransport.from_config(config)
+        return LocalTransport.from_config(config, max_new_tokens=policy.local.max_new_tokens)
 
     return build
 
@@ -226,10 +208,10 @@ def _adapter(spec: str | None) -> tuple[str | None, str | None]:
     if not spec:
         return None, None
     if spec == "current":
-        from training.registry import AdapterRegistry
+        from router._transports.local import current_adapter
 
-        info = AdapterRegistry().current()
-        return (str(info.path), info.version) if info else (None, None)
+        found = current_adapter()  # registry errors arrive as router.errors' ModelLoadError
+        return (str(found[0]), found[1]) if found else (None, None)
     path = Path(spec).expanduser()
     if not path.is_dir():
         raise ModelLoadError(f"adapter directory {str(path)!r} does not exist (local.adapter)")
@@ -243,16 +225,9 @@ def _cache(policy: RoutingPolicy, cache: Any) -> Any:
         return None
     if cache is not None:
         return cache
-    from router._gateway.cache import CacheConfig, ResponseCache
+    from router._gateway.cache import ResponseCache
 
-    return ResponseCache(
-        CacheConfig(
-            enabled=True,
-            ttl_s=policy.cache.ttl_s,
-            size_limit_mb=policy.cache.size_limit_mb,
-            cache_nondeterministic=policy.cache.cache_nondeterministic,
-        )
-    )
+    return ResponseCache(policy.cache)
 
 
 def _classifier(policy: RoutingPolicy) -> Any:

@@ -26,12 +26,28 @@
 Cloud errors subclass both our tree and the ``openai`` SDK's exception of the same
 meaning, so an app's existing ``except openai.RateLimitError`` keeps working after it
 swaps ``OpenAI()`` for ``HybridClient()``.
+
+The classes with no ``openai`` base (``HybridGateError``, ``PolicyError``, ``RoutingError``,
+``BackendError``, ``CloudError``, ``BudgetExceeded``, ``NotFittedError``, ``LedgerError``) are
+defined in ``router._errors`` and re-exported here, the same objects: importing
+``router.policy`` or ``router.ledger`` then costs no ``openai``/``httpx`` import.
 """
 
 from __future__ import annotations
 
 import httpx
 import openai
+
+from router._errors import (
+    BackendError,
+    BudgetExceeded,
+    CloudError,
+    HybridGateError,
+    LedgerError,
+    NotFittedError,
+    PolicyError,
+    RoutingError,
+)
 
 _PLACEHOLDER_URL = "https://hybridgate.invalid/v1/chat/completions"
 
@@ -46,10 +62,6 @@ def _response(
     return httpx.Response(status, request=_request(url), headers=headers or {})
 
 
-class HybridGateError(Exception):
-    """Root of every error hybridgate raises."""
-
-
 class InvalidRequest(HybridGateError, openai.BadRequestError):
     """The request itself is malformed (empty messages, unknown parameter, bad role...)."""
 
@@ -58,20 +70,6 @@ class InvalidRequest(HybridGateError, openai.BadRequestError):
             self, message, response=_response(400), body={"message": message, "param": param}
         )
         self.param = param
-
-
-class PolicyError(HybridGateError, ValueError):
-    """A routing policy is invalid; the message names file, line and field when known."""
-
-
-class RoutingError(HybridGateError):
-    """No backend could be chosen for a request."""
-
-
-class BackendError(HybridGateError):
-    """A backend failed to answer. Fallback code catches this, never bare Exception."""
-
-    retryable: bool = False
 
 
 class LocalModelError(BackendError, openai.InternalServerError):
@@ -107,12 +105,6 @@ class BatcherTimeout(LocalModelError):
     """A queued local request waited longer than its timeout."""
 
     status = 504
-
-
-class CloudError(BackendError):
-    """The cloud provider failed; concrete subclasses also subclass openai's errors."""
-
-    status_code: int | None = None
 
 
 class CloudBadRequest(CloudError, openai.BadRequestError):
@@ -179,22 +171,6 @@ class CloudConnectionError(CloudError, openai.APIConnectionError):
 
     def __init__(self, message: str = "Connection error.") -> None:
         openai.APIConnectionError.__init__(self, message=message, request=_request())
-
-
-class BudgetExceeded(HybridGateError):
-    """The policy's daily cloud budget is spent and the policy says to fail."""
-
-
-class NotFittedError(HybridGateError, ValueError):
-    """A classifier was used before ``fit`` or ``load``."""
-
-
-class LedgerError(HybridGateError):
-    """The ledger file cannot be used (read-only, corrupt, foreign, newer schema)."""
-
-    def __init__(self, message: str, *, path: str | None = None) -> None:
-        super().__init__(message)
-        self.path = path
 
 
 __all__ = [

@@ -4,9 +4,11 @@
 >>> train, heldout = time_split(filter_examples(load_examples("data.csv"))[0])
 >>> res = train_lora("smollm2-135m-instruct", train, LoraTrainingConfig(), output_dir="out")
 
-Nothing here imports torch, transformers or peft at import time.
+Nothing here imports torch, transformers or peft at import time. The adapter registry lives in
+``local_models.registry`` (serving reads it, training writes it) and is re-exported here.
 """
 
+from local_models.registry import AdapterInfo, AdapterRegistry
 from training._errors import AdapterMetadataError, RegistryError, TrainingError
 from training._model import prompt_messages
 from training.config import LoraTrainingConfig, hardware_defaults
@@ -24,7 +26,6 @@ from training.evaluate import (
     answer_sets,
     closed_answer_set,
     evaluate,
-    exact_match,
     predict,
 )
 from training.lora import (
@@ -43,7 +44,6 @@ from training.promote import (
     gate,
     gate_by_class,
 )
-from training.registry import AdapterInfo, AdapterRegistry
 
 __all__ = [
     "AdapterInfo",
@@ -68,7 +68,6 @@ __all__ = [
     "dry_run",
     "evaluate",
     "examples_from_ledger",
-    "exact_match",
     "filter_examples",
     "gate",
     "gate_by_class",

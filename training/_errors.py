@@ -1,21 +1,19 @@
-"""Training errors, rooted in the gateway's one exception tree (``router.errors``)."""
+"""Training errors, rooted in the gateway's one exception tree (``router.errors``).
+
+The registry's errors belong to the registry, which lives in ``local_models``: ``RegistryError``
+and ``AdapterMetadataError`` are re-exported here so ``from training import RegistryError``
+keeps working. Model-loading failures reach training code as ``local_models.errors``'
+``ModelLoadError`` (training calls ``local_models`` directly, not through the gateway).
+"""
 
 from __future__ import annotations
 
-from router.errors import HybridGateError, ModelLoadError
+from local_models.errors import AdapterMetadataError, RegistryError
+from router.errors import HybridGateError
 
 
 class TrainingError(HybridGateError, RuntimeError):
     """Training cannot run as configured (e.g. QLoRA without CUDA); the message says why."""
 
 
-class RegistryError(HybridGateError, ValueError):
-    """An adapter version is unknown, or the registry on disk is inconsistent."""
-
-
-class AdapterMetadataError(RegistryError, ModelLoadError):
-    """An adapter's ``metadata.json`` (or the registry's own files) cannot be read or parsed.
-
-    It is also a ``ModelLoadError``: a local request that needs the adapter gets the gateway's
-    usual local-failure handling (cloud fallback) instead of a raw ``JSONDecodeError``.
-    """
+__all__ = ["AdapterMetadataError", "RegistryError", "TrainingError"]

@@ -1,13 +1,19 @@
-"""Base-model loading and prompt building shared by training and evaluation (one switch point)."""
+"""Base-model loading and prompt encoding for training and evaluation (one switch point).
+
+Loading, prompt rendering and weight hashing are ``local_models``' (the serving side): this
+module only turns them into what training needs (fp32 model + tokenizer, token ids).
+``prompt_messages`` and ``hash_model_files`` are re-exported from there.
+"""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from router.errors import ModelLoadError
+from local_models.adapter_checks import hash_model_files
+from local_models.errors import ModelLoadError
+from local_models.prompt import prompt_messages, render_chat
 
 
 def resolve_base(spec: str) -> Path:
@@ -16,15 +22,8 @@ def resolve_base(spec: str) -> Path:
     Raises:
         ModelLoadError: the spec names nothing loadable.
     """
-    try:
-        from local_models.loader import resolve_model
-    except ImportError:  # local_models not installed alongside: accept plain HF dirs only
-        path = Path(spec).expanduser()
-        if (path / "config.json").is_file():
-            return path
-        raise ModelLoadError(
-            f"cannot resolve model {spec!r}: local_models is unavailable"
-        ) from None
+    from local_models.loader import resolve_model
+
     return resolve_model(spec)
 
 
@@ -45,16 +44,12 @@ def load_trainable(spec_or_model: Any, tokenizer: Any = None) -> tuple[Any, Any,
         if tokenizer is None:
             raise ModelLoadError("a model object needs its tokenizer (tokenizer=...)")
         return spec_or_model, _with_pad(tokenizer), None
-    from transformers import AutoTokenizer
-
-    from local_models.loader import load_fp32_weights
+    from local_models.loader import load_fp32_weights, load_tokenizer
 
     path = resolve_base(str(spec_or_model))
-    model = load_fp32_weights(path)  # the one loader serving uses too (ModelLoadError on failure)
-    try:
-        tok = tokenizer or AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"could not load model from {path}: {exc}") from exc
+    # The loaders serving uses too (ModelLoadError naming the directory on failure).
+    model = load_fp32_weights(path)
+    tok = tokenizer or load_tokenizer(path)
     return model, _with_pad(tok), path
 
 
@@ -64,28 +59,15 @@ def _with_pad(tok: Any) -> Any:
     return tok
 
 
-def prompt_messages(
-    messages: Sequence[dict[str, Any]], *, system_prompt: str | None
-) -> list[dict[str, Any]]:
-    """The messages rendered for the student: ``system_prompt`` is added when the conversation
-    has no system message of its own; None adds nothing."""
-    msgs = [dict(m) for m in messages]
-    if system_prompt is None or (msgs and msgs[0].get("role") == "system"):
-        return msgs
-    return [{"role": "system", "content": system_prompt}, *msgs]
-
-
 def encode_prompt(
     tokenizer: Any, messages: Sequence[dict[str, Any]], *, system_prompt: str | None
 ) -> list[int]:
     """Token ids of the templated prompt, ending with the assistant-turn header.
 
-    Rendering goes through ``local_models.engine.render_chat``, the one definition serving
+    Rendering goes through ``local_models.prompt.render_chat``, the one definition serving
     uses (it drops a chat template's injected default system prompt, e.g. SmolLM2's ~17
     tokens), so the adapter is trained on exactly the text it is served with.
     """
-    from local_models.engine import render_chat
-
     text = render_chat(tokenizer, prompt_messages(messages, system_prompt=system_prompt))
     return list(tokenizer(text, add_special_tokens=False).input_ids)
 
@@ -98,16 +80,11 @@ def encode_answer(tokenizer: Any, answer: str) -> list[int]:
     return ids
 
 
-def hash_model_files(model_dir: Path | None) -> str | None:
-    """sha256 over the model's weight files (safetensors or GGUF), in name order."""
-    if model_dir is None:
-        return None
-    files = sorted([*Path(model_dir).glob("*.safetensors"), *Path(model_dir).glob("*.gguf")])
-    if not files:
-        return None
-    h = hashlib.sha256()
-    for f in files:
-        with f.open("rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+__all__ = [
+    "encode_answer",
+    "encode_prompt",
+    "hash_model_files",
+    "load_trainable",
+    "prompt_messages",
+    "resolve_base",
+]

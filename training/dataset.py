@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from router._text import content_text
+
 REFUSAL_PATTERNS: tuple[str, ...] = (
     r"^\s*i['’]?m sorry",
     r"^\s*i am sorry",
@@ -60,7 +62,7 @@ class Example:
     def prompt_text(self) -> str:
         """The conversation flattened to text (for dedupe and token budgets)."""
         return "\n".join(
-            f"{m.get('role', '')}: {_content_text(m.get('content'))}" for m in self.messages
+            f"{m.get('role', '')}: {content_text(m.get('content'))}" for m in self.messages
         )
 
 
@@ -89,16 +91,6 @@ class FilterReport:
     def __str__(self) -> str:
         parts = ", ".join(f"{k}={v}" for k, v in self.dropped.items() if v) or "none"
         return f"{self.n_in} in, {self.n_out} kept; dropped: {parts}"
-
-
-def _content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return str(content)
 
 
 def examples_from_ledger(

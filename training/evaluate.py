@@ -1,29 +1,38 @@
 """Score a student (base model or base + adapter) against held-out teacher answers.
 
-Two numbers gate promotion: *agreement* (greedy answer matches the teacher's, per a judge)
-and *loss* (mean answer-token cross-entropy under teacher forcing). Prompts use the same
-chat-template path as training and serving (``training._model.encode_prompt``).
+Two numbers gate promotion: *agreement* (the served answer matches the teacher's, per a judge)
+and *loss* (mean answer-token cross-entropy under teacher forcing, on the fp32 model).
+
+The answers are decoded by the serving engine itself (``local_models.LocalEngine``, built the
+way the gateway builds it: same loader, precision, adapter merge, prompt renderer and
+constrained decoder, ``local_models.constrained``). So the gate's accuracy is the served
+accuracy by construction, not by keeping two decoders in step.
 
 Closed answer sets: when a traffic class is answered from a small set of short labels
 (intents, categories, yes/no), free decoding wastes the student's capacity on spelling.
-``closed_answer_set`` detects such sets and ``evaluate(..., allowed_answers=...)`` decodes
-greedily through a token trie of the allowed answers, so the output is always one of them.
+``closed_answer_set`` detects such sets; ``evaluate(..., answer_sets=...)`` decodes each class
+constrained to its set, exactly as the engine serves an adapter whose metadata holds them.
 """
 
 from __future__ import annotations
 
-import re
+import copy
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from local_models.answer_sets import traffic_class
+from local_models.errors import ModelLoadError
+from local_models.prompt import prompt_messages
 from training._model import encode_answer, encode_prompt, load_trainable
 from training.dataset import Example
-from training.lora import Feature, answer_loss, collate_left
+from training.lora import IGNORE_INDEX, Feature, answer_loss, collate_left
 
-IGNORE_INDEX = -100
+if TYPE_CHECKING:
+    from local_models import LocalEngine
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,8 @@ class EvalResult:
     """
 
     agreement: float
-    """Mean judge score of the greedy answers vs the teacher's (0..1; share agreeing for labels)."""
+    """Mean judge score of the served (greedy) answers vs the teacher's (0..1; the share
+    agreeing for labels)."""
     loss: float
     """Mean answer-token cross-entropy on the teacher answers (nats; lower is better)."""
     n: int
@@ -44,18 +54,12 @@ class EvalResult:
     by_class: Mapping[str, EvalResult] = field(default_factory=dict, compare=False)
     """The same figures per traffic class (system prompt, ``""`` without one): the promotion
     gate judges each class on its own, so a good class cannot carry a useless one."""
+    answers: tuple[str, ...] = field(default=(), compare=False)
+    """The decoded answer per example, in input order: what the gateway would return for that
+    prompt with this adapter (``""`` for a prompt longer than the local context)."""
 
     def to_dict(self) -> dict[str, float | int]:
         return {"agreement": self.agreement, "loss": self.loss, "n": self.n}
-
-
-def _normalize(text: str) -> str:
-    return re.sub(r"\s+", " ", text.strip().lower()).strip(" .!\"'`")
-
-
-def exact_match(answer: str, reference: str) -> bool:
-    """Normalized exact match (case, surrounding whitespace/punctuation ignored)."""
-    return _normalize(answer) == _normalize(reference)
 
 
 def default_judge() -> Callable[[str, str], float]:
@@ -127,31 +131,10 @@ def _allowed_per_example(
     answer_sets: Mapping[str, Sequence[str]] | None,
 ) -> list[tuple[str, ...] | None]:
     """One answer set (or None) per conversation: a global set wins over per-class sets."""
-    from local_models.answer_sets import traffic_class
-
     if allowed_answers:
         return [tuple(allowed_answers)] * len(messages_list)
     sets = answer_sets or {}
     return [tuple(a) if (a := sets.get(traffic_class(m))) else None for m in messages_list]
-
-
-class _Trie:
-    """Token trie of allowed answers; each path ends with the end-of-turn token."""
-
-    def __init__(self, sequences: Sequence[Sequence[int]]) -> None:
-        self.root: dict[int, dict] = {}
-        for seq in sequences:
-            node = self.root
-            for tok in seq:
-                node = node.setdefault(tok, {})
-
-    def allowed(self, prefix: Sequence[int]) -> list[int]:
-        node = self.root
-        for tok in prefix:
-            node = node.get(tok)
-            if node is None:
-                return []
-        return list(node)
 
 
 def _with_adapter(model: Any, adapter_dir: str | Path | None, *, merge: bool) -> Any:
@@ -163,6 +146,89 @@ def _with_adapter(model: Any, adapter_dir: str | Path | None, *, merge: bool) ->
 
     peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
     return peft_model.merge_and_unload() if merge else peft_model
+
+
+def serving_engine(
+    model_or_spec: Any,
+    *,
+    tokenizer: Any = None,
+    adapter_dir: str | Path | None = None,
+    precision: str = "auto",
+    device: str = "auto",
+) -> LocalEngine:
+    """The engine that answers for the gate, built as the gateway builds its local model.
+
+    Args:
+        model_or_spec: a model spec/dir (loaded by ``LocalEngine.from_config``, the gateway's
+            own path), or a loaded fp32 model (a ``PeftModel`` is served merged; the caller's
+            model is not changed).
+        tokenizer: needed when a model object is given.
+        adapter_dir: PEFT adapter merged on top, as ``local.adapter`` is served.
+        precision: the serving precision (``local.precision`` in the policy).
+        device: ``cpu``, ``cuda`` or ``auto``.
+
+    Raises:
+        ModelLoadError: the model or adapter cannot be loaded in that precision.
+    """
+    from local_models import LocalEngine, LocalModelConfig
+
+    adapter = str(adapter_dir) if adapter_dir is not None else None
+    config = LocalModelConfig(
+        precision=precision,
+        device=device,
+        adapter_path=adapter,
+        adapter_version=Path(adapter).name if adapter else None,
+    )
+    if isinstance(model_or_spec, str | Path):
+        return LocalEngine.from_config(dataclasses.replace(config, model=str(model_or_spec)))
+    if tokenizer is None:
+        raise ModelLoadError("a model object needs its tokenizer (tokenizer=...)")
+    model = model_or_spec
+    if hasattr(model, "merge_and_unload"):  # a PeftModel: serve what merging it gives
+        model = copy.deepcopy(model).merge_and_unload()
+    return LocalEngine.from_pretrained_model(model, tokenizer, config, keep_base=False)
+
+
+def _served_sets(
+    engine: LocalEngine,
+    messages_list: Sequence[Sequence[dict[str, Any]]],
+    explicit: Sequence[tuple[str, ...] | None],
+) -> list[tuple[str, ...] | None]:
+    """The answer set each row is decoded with: the one given, else the one the adapter's
+    metadata holds for the row's traffic class (the engine's own rule when serving)."""
+    return [
+        given if given is not None else engine.answer_sets.get(traffic_class(messages))
+        for messages, given in zip(messages_list, explicit, strict=True)
+    ]
+
+
+def _generate(
+    engine: LocalEngine,
+    messages_list: Sequence[Sequence[dict[str, Any]]],
+    allowed: Sequence[tuple[str, ...] | None],
+    idx: Sequence[int],
+    max_new_tokens: int,
+) -> dict[int, str]:
+    """Decode rows ``idx`` as one engine batch; a prompt the local context cannot hold gets
+    ``""`` (served, it would fail locally: no local answer)."""
+    from local_models import GenerationRequest
+    from local_models.config import DEFAULT_MAX_TOKENS
+
+    limit = engine.config.max_context_tokens
+    out = dict.fromkeys(idx, "")
+    fits = [i for i in idx if engine.count_prompt_tokens(messages_list[i]) < limit]
+    requests = [
+        GenerationRequest(
+            messages=tuple(messages_list[i]),
+            # A closed set ends itself at a leaf; the cap is the gateway's default, as served.
+            max_tokens=max_new_tokens if allowed[i] is None else DEFAULT_MAX_TOKENS,
+            allowed_answers=allowed[i],
+        )
+        for i in fits
+    ]
+    for i, result in zip(fits, engine.generate(requests), strict=True):
+        out[i] = result.text
+    return out
 
 
 def evaluate(
@@ -178,6 +244,7 @@ def evaluate(
     batch_size: int = 32,
     max_new_tokens: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    precision: str = "auto",
 ) -> EvalResult:
     """Agreement with the teacher and answer loss on held-out examples.
 
@@ -190,35 +257,43 @@ def evaluate(
         system_prompt: same value the adapter was trained with.
         allowed_answers: decode every example constrained to these answers (see
             ``closed_answer_set``).
-        answer_sets: per traffic class answer sets (see ``answer_sets``), as served.
+        answer_sets: per traffic class answer sets (see ``answer_sets``), as they will be
+            served; a class without one here is decoded with the set the adapter's own
+            metadata holds for it, if any (what the engine serves).
         judge: ``(answer, reference) -> score in [0, 1]`` (bools work); default
             ``default_judge()``.
-        batch_size: sequences per forward pass.
+        batch_size: rows per forward pass and per engine batch.
         max_new_tokens: decode limit for free (unconstrained) decoding.
         progress: called ``(rows done, rows total)`` after each batch, so a caller can show
             that a long evaluation (minutes on a CPU) is moving.
+        precision: the precision the answers are decoded in: the serving one
+            (``local.precision``); the loss is always computed on the fp32 model.
 
     Returns:
-        An ``EvalResult`` with ``by_class`` filled in.
+        An ``EvalResult`` with ``by_class`` and ``answers`` filled in.
 
     Raises:
         ValueError: no examples.
+        ModelLoadError: (``local_models.errors``) the model or adapter cannot be loaded.
     """
     import torch
-
-    from local_models.answer_sets import traffic_class
 
     if not examples:
         raise ValueError("evaluate needs at least one held-out example")
     model, tok, _ = load_trainable(model_or_spec, tokenizer)
+    # The engine takes its own copy first: applying the adapter below changes ``model``.
+    engine = serving_engine(
+        model_or_spec, tokenizer=tok, adapter_dir=adapter_dir, precision=precision
+    )
     model = _with_adapter(model, adapter_dir, merge=isinstance(model_or_spec, str | Path))
     was_training = model.training
     model.eval()
     judge = judge or default_judge()
+    messages = [prompt_messages(e.messages, system_prompt=system_prompt) for e in examples]
     prompts = [encode_prompt(tok, e.messages, system_prompt=system_prompt) for e in examples]
-    allowed = _allowed_per_example([e.messages for e in examples], allowed_answers, answer_sets)
+    explicit = _allowed_per_example([e.messages for e in examples], allowed_answers, answer_sets)
+    allowed = _served_sets(engine, messages, explicit)
     classes = [traffic_class(e.messages) for e in examples]
-    tries = _tries(tok, allowed)
     preds: dict[int, str] = {}
     loss_sum: dict[str, float] = dict.fromkeys(classes, 0.0)
     loss_n: dict[str, int] = dict.fromkeys(classes, 0)
@@ -226,7 +301,6 @@ def evaluate(
         # One traffic class per batch, so each class's loss adds up on its own.
         keys = list(zip(classes, allowed, strict=True))
         for idx in _batches(keys, [len(p) for p in prompts], batch_size):
-            trie = tries.get(allowed[idx[0]])
             key = classes[idx[0]]
             feats = [
                 Feature(
@@ -239,9 +313,7 @@ def evaluate(
             batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
             loss_sum[key] += float(answer_loss(model, batch, reduction="sum"))
             loss_n[key] += int((batch["labels"] != IGNORE_INDEX).sum())
-            texts = _greedy(model, tok, [prompts[i] for i in idx], trie, max_new_tokens)
-            for i, text in zip(idx, texts, strict=True):
-                preds[i] = text
+            preds.update(_generate(engine, messages, allowed, idx, max_new_tokens))
             if progress is not None:
                 progress(len(preds), len(examples))
     if was_training:
@@ -249,17 +321,19 @@ def evaluate(
     scores = [float(judge(preds[i], examples[i].answer)) for i in range(len(examples))]
     by_class: dict[str, EvalResult] = {}
     for key in loss_sum:
-        members = [scores[i] for i, c in enumerate(classes) if c == key]
+        members = [i for i, c in enumerate(classes) if c == key]
         by_class[key] = EvalResult(
-            agreement=sum(members) / len(members),
+            agreement=sum(scores[i] for i in members) / len(members),
             loss=loss_sum[key] / max(loss_n[key], 1),
             n=len(members),
+            answers=tuple(preds[i] for i in members),
         )
     return EvalResult(
         agreement=sum(scores) / len(examples),
         loss=sum(loss_sum.values()) / max(sum(loss_n.values()), 1),
         n=len(examples),
         by_class=by_class,
+        answers=tuple(preds[i] for i in range(len(examples))),
     )
 
 
@@ -272,31 +346,23 @@ def predict(
     allowed_answers: Sequence[str] | None = None,
     answer_sets: Mapping[str, Sequence[str]] | None = None,
     max_new_tokens: int = 32,
+    precision: str = "auto",
 ) -> list[str]:
-    """Greedy answers for a batch of conversations, constrained where a closed set applies
-    (``allowed_answers`` for all, else ``answer_sets`` per traffic class)."""
-    import torch
+    """The served answers for a batch of conversations, constrained where a closed set
+    applies (``allowed_answers`` for all, else ``answer_sets`` per traffic class).
 
-    prompts = [encode_prompt(tokenizer, m, system_prompt=system_prompt) for m in messages_list]
-    allowed = _allowed_per_example(messages_list, allowed_answers, answer_sets)
-    tries = _tries(tokenizer, allowed)
-    out: list[str] = [""] * len(prompts)
-    with torch.no_grad():
-        for idx in _batches(allowed, [len(p) for p in prompts], len(prompts)):
-            texts = _greedy(
-                model,
-                tokenizer,
-                [prompts[i] for i in idx],
-                tries.get(allowed[idx[0]]),
-                max_new_tokens,
-            )
-            for i, text in zip(idx, texts, strict=True):
-                out[i] = text
-    return out
-
-
-def _tries(tok: Any, allowed: Sequence[tuple[str, ...] | None]) -> dict[tuple[str, ...], _Trie]:
-    return {a: _Trie([encode_answer(tok, x) for x in a]) for a in set(allowed) if a is not None}
+    Decodes through the serving engine on a copy of ``model`` (``serving_engine``), as
+    :func:`evaluate` does; the model itself is left as it was.
+    """
+    engine = serving_engine(model, tokenizer=tokenizer, precision=precision)
+    messages = [prompt_messages(m, system_prompt=system_prompt) for m in messages_list]
+    explicit = _allowed_per_example(messages_list, allowed_answers, answer_sets)
+    allowed = _served_sets(engine, messages, explicit)
+    lengths = [engine.count_prompt_tokens(m) for m in messages]
+    out: dict[int, str] = {}
+    for idx in _batches(allowed, lengths, len(messages)):
+        out.update(_generate(engine, messages, allowed, idx, max_new_tokens))
+    return [out[i] for i in range(len(messages))]
 
 
 def _batches(keys: Sequence[Hashable], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -310,37 +376,3 @@ def _batches(keys: Sequence[Hashable], lengths: Sequence[int], batch_size: int) 
         for group in groups.values()
         for start in range(0, len(group), batch_size)
     ]
-
-
-def _greedy(
-    model: Any, tok: Any, prompts: Sequence[list[int]], trie: _Trie | None, max_new_tokens: int
-) -> list[str]:
-    feats = [Feature(input_ids=p, labels=[IGNORE_INDEX] * len(p)) for p in prompts]
-    batch = collate_left(feats, pad_id=tok.pad_token_id)
-    width = batch["input_ids"].shape[1]
-    eos = tok.eos_token_id
-    kwargs: dict[str, Any] = {}
-    if trie is not None:
-        depth = max(len(p) for p in _trie_paths(trie.root))
-
-        def allowed(_batch_id: int, ids: Any) -> list[int]:
-            return trie.allowed(ids[width:].tolist()) or [eos]
-
-        kwargs["prefix_allowed_tokens_fn"] = allowed
-        max_new_tokens = depth
-    out = model.generate(
-        input_ids=batch["input_ids"].to(model.device),
-        attention_mask=batch["attention_mask"].to(model.device),
-        do_sample=False,
-        max_new_tokens=max_new_tokens,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=eos,
-        **kwargs,
-    )
-    return [tok.decode(row[width:], skip_special_tokens=True).strip() for row in out]
-
-
-def _trie_paths(node: dict, prefix: tuple[int, ...] = ()) -> list[tuple[int, ...]]:
-    if not node:
-        return [prefix]
-    return [p for tok, child in node.items() for p in _trie_paths(child, (*prefix, tok))]

@@ -556,6 +556,8 @@ def dry_run(
             timed_tokens += int(batch["attention_mask"].sum())
     if not isinstance(base, str | Path):
         peft_model.unload()
+    from router.ledger.pricing import local_cost  # the one local-cost formula
+
     tps = timed_tokens / max(timed_s, 1e-9) if timed_tokens else 0.0
     est = total_tokens / tps if tps else float("inf")
-    return DryRunEstimate(total_tokens, tps, est, est / 3600 * usd_per_hour)
+    return DryRunEstimate(total_tokens, tps, est, local_cost(est, usd_per_hour))

@@ -19,12 +19,22 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from local_models.registry import AdapterInfo, AdapterRegistry
+from router._paths import POLICY_FILENAME
 from training.config import LoraTrainingConfig, hardware_defaults
-from training.dataset import Example, examples_from_ledger, filter_examples, time_split
+from training.dataset import (
+    Example,
+    FilterReport,
+    examples_from_ledger,
+    filter_examples,
+    time_split,
+)
 from training.promote import distill_and_promote
-from training.registry import AdapterInfo, AdapterRegistry
+
+if TYPE_CHECKING:
+    from training.lora import DryRunEstimate
 
 EARN_SHADOW_RATE = 0.1
 """Least shadow-labelling rate while the adapter takes no traffic: its labels are the only way
@@ -57,6 +67,22 @@ class DistillSummary:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def lines(self) -> list[str]:
+        """The run for a person (``hybridgate distill`` without ``--json``)."""
+        out = [
+            f"status: {self.status}",
+            f"examples: {self.n_candidates} candidates, {self.n_train} train, "
+            f"{self.n_heldout} held out",
+        ]
+        if self.config:
+            out.append(self.config)
+        if self.version:
+            out.append(f"candidate {self.version}: {self.gate_reason}")
+        if self.retune:
+            out.append(f"retune: {self.retune}")
+        out.append(f"took {self.seconds:.0f} s")
+        return out
+
 
 def config_for(examples: list[Example], *, epochs: float | None = None) -> LoraTrainingConfig:
     """``hardware_defaults`` for these examples (~4 characters a token, +16 for the template);
@@ -64,6 +90,89 @@ def config_for(examples: list[Example], *, epochs: float | None = None) -> LoraT
     avg = sum(len(e.prompt_text) + len(e.answer) for e in examples) / max(1, len(examples)) / 4
     config = hardware_defaults(len(examples), avg + 16)
     return config if epochs is None else dataclasses.replace(config, epochs=epochs)
+
+
+def select_examples(
+    ledger: Any,
+    policy: Any,
+    *,
+    since: float | None = None,
+    max_answer_chars: int | None = None,
+) -> tuple[list[Example], list[Example], FilterReport]:
+    """The ledger's distillation candidates and the ones the policy's data filter keeps.
+
+    The one filter every path applies (``distill``, ``--nightly``, ``--dry-run``, the demo):
+    long-form answers stay with the cloud. ``max_answer_chars`` overrides
+    ``policy.distill.max_answer_chars`` when given.
+
+    Returns:
+        ``(candidates, kept, report)``; the report says how many rows each filter removed.
+    """
+    limit = policy.distill.max_answer_chars if max_answer_chars is None else max_answer_chars
+    candidates = examples_from_ledger(ledger.rows(), min_ts=since)
+    kept, report = filter_examples(candidates, max_answer_chars=limit)
+    return candidates, kept, report
+
+
+def split_for_training(
+    kept: list[Example], *, holdout_fraction: float = 0.2, max_train: int | None = None
+) -> tuple[list[Example], list[Example]]:
+    """``(train, heldout)``: the newest ``holdout_fraction`` held out, then at most
+    ``max_train`` of the newest training examples (``time_split`` raises on < 2 examples)."""
+    train, heldout = time_split(kept, holdout_fraction=holdout_fraction)
+    if max_train is not None:
+        train = train[-max_train:]
+    return train, heldout
+
+
+@dataclass
+class DistillEstimate:
+    """What ``distill --dry-run`` shows: the data a run would train on, the hyper-parameters it
+    would pick for it, and a time/cost estimate measured on this machine."""
+
+    report: FilterReport
+    n_train: int
+    config: LoraTrainingConfig
+    estimate: DryRunEstimate
+
+    def lines(self) -> list[str]:
+        """The report, the training-set size, the picked config and the estimate."""
+        return [
+            str(self.report),
+            f"train on {self.n_train} examples",
+            self.config.describe(),
+            str(self.estimate),
+        ]
+
+
+def estimate_distill(
+    *,
+    ledger: Any,
+    policy: Any,
+    since: float | None = None,
+    max_train: int | None = None,
+    epochs: float | None = None,
+    holdout_fraction: float = 0.2,
+) -> DistillEstimate:
+    """Estimate a ``run_distill`` with the same arguments, training nothing.
+
+    The data, split and hyper-parameters are ``run_distill``'s own (``select_examples``,
+    ``split_for_training``, ``config_for``), so the estimate is of the run that would happen;
+    the cost uses ``local.usd_per_hour``.
+
+    Raises:
+        ValueError: No usable examples (the message carries the filter report), or too few
+            to split into train and held-out.
+    """
+    from training.lora import dry_run
+
+    _, kept, report = select_examples(ledger, policy, since=since)
+    if not kept:
+        raise ValueError(f"no usable examples in the ledger ({report})")
+    train, _ = split_for_training(kept, holdout_fraction=holdout_fraction, max_train=max_train)
+    config = config_for(train, epochs=epochs)
+    estimate = dry_run(policy.local.model, train, config, usd_per_hour=policy.local.usd_per_hour)
+    return DistillEstimate(report, len(train), config, estimate)
 
 
 RELABEL_MAX_TOKENS = 32
@@ -86,12 +195,12 @@ def relabel(
     The router learns that the student got better: ``tune`` then fits on these labels. The
     answers come from the serving engine itself (same precision, answer sets from the
     adapter's metadata, same decoding), so each label carries the answer and the confidence
-    the cascade will see for that prompt in production.
+    the cascade will see for that prompt in production; the judging and storing is shadow
+    labelling's own (``router.scoring.judges.label_local_answer``).
     """
     from local_models import GenerationRequest, LocalEngine, LocalModelConfig
     from local_models.answer_sets import traffic_class
-    from router.scoring.confidence import confidence
-    from router.scoring.judges import auto_judge, get_judge
+    from router.scoring.judges import label_local_answer
     from training._model import prompt_messages
 
     engine = LocalEngine.from_config(
@@ -117,15 +226,13 @@ def relabel(
             ]
         )
         for (_, example), result in zip(batch, results, strict=True):
-            name = auto_judge(example.answer)
-            score = float(get_judge(name)(answer=result.text, reference=example.answer))
-            ledger.add_label(
+            # The labelling step of shadow labelling, so tune fits on labels made one way.
+            label_local_answer(
+                ledger,
                 example.source_id,
-                judge=name,
-                label=score,
-                local_answer=result.text,
-                local_confidence=confidence(result.token_logprobs),
-                local_cost_usd=result.compute_seconds * usd_per_hour / 3600,
+                result,
+                reference=example.answer,
+                usd_per_hour=usd_per_hour,
             )
             n += 1
     return n
@@ -351,11 +458,10 @@ def run_distill(
     try:
         base = base or policy.local.model
         settings = policy.distill
-        limit = settings.max_answer_chars if max_answer_chars is None else max_answer_chars
         gain = settings.min_gain if min_gain is None else min_gain
-        candidates = examples_from_ledger(ledger.rows(), min_ts=since)
-        # The one filter every path applies; long-form answers stay with the cloud.
-        kept, report = filter_examples(candidates, max_answer_chars=limit)
+        candidates, kept, report = select_examples(
+            ledger, policy, since=since, max_answer_chars=max_answer_chars
+        )
         dropped = {k: v for k, v in getattr(report, "dropped", {}).items() if v}
         summary = DistillSummary(
             status="too_few_examples", n_candidates=len(candidates), dropped=dropped
@@ -364,9 +470,9 @@ def run_distill(
             summary.gate_reason = f"{len(kept)} usable examples, need {min_examples}"
             summary.seconds = time.perf_counter() - t0
             return summary
-        train, heldout = time_split(kept, holdout_fraction=holdout_fraction)
-        if max_train is not None:
-            train = train[-max_train:]
+        train, heldout = split_for_training(
+            kept, holdout_fraction=holdout_fraction, max_train=max_train
+        )
         if config is None:
             config = config_for(train)
         if epochs is not None:
@@ -404,7 +510,7 @@ def run_distill(
             )
         current = registry.current() if do_retune else None
         if current is not None:  # promoted tonight, or the one still serving
-            out = Path(policy_out) if policy_out else Path(registry.root).parent / "policy.yaml"
+            out = Path(policy_out) if policy_out else Path(registry.root).parent / POLICY_FILENAME
             summary.retune = serve_adapter(
                 ledger,
                 policy,

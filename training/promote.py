@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from local_models.registry import AdapterRegistry
 from training._model import hash_model_files, resolve_base
 from training.config import LoraTrainingConfig
 from training.dataset import Example
 from training.evaluate import EvalResult, answer_sets, evaluate
 from training.lora import StepInfo, train_lora
-from training.registry import AdapterRegistry
 
 DEFAULT_MIN_AGREEMENT = 0.5
 """Held-out agreement a traffic class needs before an adapter serves it (policy

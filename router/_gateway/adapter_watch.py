@@ -22,13 +22,13 @@ CurrentFn = Callable[[], "tuple[Path, str] | None"]
 
 
 def registry_current(root: str | Path | None = None) -> CurrentFn:
-    """``() -> (path, version)`` of the promoted adapter in the registry at ``root``."""
+    """``() -> (path, version)`` of the promoted adapter in the registry at ``root``
+    (``local_models.registry``, read through the local transport so its errors are ours)."""
 
     def current() -> tuple[Path, str] | None:
-        from training.registry import AdapterRegistry
+        from router._transports.local import current_adapter
 
-        info = AdapterRegistry(root).current()
-        return (info.path, info.version) if info else None
+        return current_adapter(root)
 
     return current
 

@@ -1,4 +1,9 @@
-"""Disk cache of local answers, keyed by everything that changes the answer.
+"""Disk cache of backend answers (local and cloud), keyed by everything that changes the answer.
+
+The gateway looks it up after the decision, under the backend that would answer (cloud model,
+or local model + precision + adapter version), so a request never gets an answer from a backend
+its decision excludes. Settings are the policy's ``cache:`` section (``CacheSettings``); the
+folder is a location, not a policy knob, so it is a constructor argument.
 
 Why JSON only: diskcache's default ``Disk`` pickles values and unpickles whatever it finds
 in ``cache.db``; anyone who can write to the cache folder could then run code in the
@@ -15,7 +20,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -27,7 +31,7 @@ from typing import Any
 import diskcache
 from diskcache.core import MODE_RAW, MODE_TEXT, UNKNOWN
 
-from router.errors import PolicyError
+from router.policy.sections import CacheSettings
 from router.types import BackendResult, ChatRequest
 
 logger = logging.getLogger(__name__)
@@ -39,41 +43,9 @@ DB_FILES = ("cache.db", "cache.db-wal", "cache.db-shm")
 
 
 @dataclass(frozen=True)
-class CacheConfig:
-    """How the local response cache behaves (``cache:`` in a policy).
-
-    >>> cache = ResponseCache(CacheConfig(directory="/tmp/hg-cache", ttl_s=3600))
-    >>> cache.get(request, model="smollm2-135m", adapter_version=None) is None
-    True
-    """
-
-    enabled: bool = True
-    """Turn the cache off entirely (``get`` always misses, ``put`` stores nothing)."""
-    directory: str | None = None
-    """Cache folder; default ``$HYBRIDGATE_HOME/cache`` else platformdirs' user cache dir."""
-    ttl_s: float | None = 7 * 86400
-    """Seconds an answer stays valid; ``None`` keeps it until evicted by size."""
-    size_limit_mb: int = 512
-    """Disk budget; the least recently stored entries are evicted beyond it."""
-    cache_nondeterministic: bool = False
-    """Also cache sampled (temperature > 0) requests, replaying one draw for all callers."""
-
-    def __post_init__(self) -> None:
-        if self.ttl_s is not None and not self.ttl_s > 0:
-            raise PolicyError(f"cache.ttl_s must be > 0 seconds or null, got {self.ttl_s!r}")
-        if isinstance(self.size_limit_mb, bool) or not isinstance(self.size_limit_mb, int):
-            raise PolicyError(f"cache.size_limit_mb must be an integer, got {self.size_limit_mb!r}")
-        if self.size_limit_mb <= 0:
-            raise PolicyError(f"cache.size_limit_mb must be > 0, got {self.size_limit_mb}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict, the shape of the ``cache:`` policy section."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
 class CachedAnswer:
-    """A stored local answer; :meth:`to_result` turns it back into a ``BackendResult``."""
+    """A stored answer (local or cloud); :meth:`to_result` turns it back into a
+    ``BackendResult``."""
 
     text: str
     finish_reason: str = "stop"
@@ -136,13 +108,11 @@ class JSONOnlyDisk(diskcache.Disk):
 
 
 def default_cache_dir() -> Path:
-    """``$HYBRIDGATE_HOME/cache`` when set, else platformdirs' ``user_cache_dir``."""
-    home = os.environ.get("HYBRIDGATE_HOME")
-    if home:
-        return Path(home).expanduser() / "cache"
-    from platformdirs import user_cache_dir
+    """``$HYBRIDGATE_HOME/cache`` when set, else ``user_cache_dir("hybridgate")/cache``; the
+    rule lives in ``router._paths`` with every other default location."""
+    from router._paths import cache_dir
 
-    return Path(user_cache_dir("hybridgate")) / "responses"
+    return cache_dir()
 
 
 def _num(value: float | None) -> float | None:
@@ -151,26 +121,29 @@ def _num(value: float | None) -> float | None:
 
 
 class ResponseCache:
-    """Caches local answers on disk for deterministic requests; safe across threads/processes.
+    """Caches answers on disk for deterministic requests; safe across threads and processes.
 
-    >>> cache = ResponseCache(CacheConfig(directory="/tmp/hg-cache"))
+    >>> cache = ResponseCache(CacheSettings(ttl_s=3600), directory="/tmp/hg-cache")
     >>> cache.put(req, result, model="smollm2", adapter_version="v3")
     >>> cache.get(req, model="smollm2", adapter_version="v3").text
     """
 
-    def __init__(self, config: CacheConfig) -> None:
+    def __init__(
+        self, config: CacheSettings | None = None, *, directory: str | Path | None = None
+    ) -> None:
         """Open (or create) the cache folder; a corrupt database is rebuilt with a warning.
 
         Args:
-            config: Cache settings.
+            config: The policy's ``cache:`` section (``policy.cache``); None -> its defaults.
+            directory: Cache folder; None -> :func:`default_cache_dir`.
         """
-        self.config = config
-        self.directory = Path(config.directory) if config.directory else default_cache_dir()
+        self.config = config if config is not None else CacheSettings()
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
         self._lock = threading.Lock()
         self._hits = 0
         self._misses = 0
         self._cache: diskcache.Cache | None = None
-        if config.enabled:
+        if self.config.enabled:
             self._open()
 
     # -- storage -------------------------------------------------------------------
@@ -178,7 +151,9 @@ class ResponseCache:
     def _settings(self) -> dict[str, Any]:
         return {
             "size_limit": self.config.size_limit_mb * 2**20,
-            "eviction_policy": "least-recently-stored",  # LRU would write on every hit
+            # Evicts the oldest *stored* entries first, not the least recently read: tracking
+            # reads ("least-recently-used") would cost a database write on every hit.
+            "eviction_policy": "least-recently-stored",
             "disk_min_file_size": 2**20,  # answers stay inside cache.db
             "statistics": False,
         }
@@ -315,7 +290,7 @@ class ResponseCache:
 
         Args:
             request: The request answered.
-            result: The local backend's result.
+            result: The backend's result (local or cloud).
             model: The model that answered.
             adapter_version: The adapter that was loaded.
 
@@ -393,7 +368,6 @@ class ResponseCache:
 
 
 __all__ = [
-    "CacheConfig",
     "CachedAnswer",
     "JSONOnlyDisk",
     "ResponseCache",

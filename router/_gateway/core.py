@@ -23,16 +23,16 @@ import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from router._gateway.decision import Decider, Decision
-from router._gateway.responses import chunk, completion, final_chunk
+from router._gateway.responses import completion
 from router._gateway.retry import Retrier
 from router._gateway.shadow import ShadowLabeller
-from router._gateway.stream import AsyncHybridStream, HybridStream
+from router._gateway.stream import AsyncHybridStream, HybridStream, StreamAssembler
 from router._gateway.validation import build_request
 from router.errors import (
     BackendError,
@@ -64,6 +64,30 @@ class _Outcome:
     cache_hit: bool = False
     answered_by: str = ""
     """The backend whose answer this is (``local``/``cloud``), also for cache hits."""
+    deltas: Any = None
+    """For a streamed answer: the opened delta stream (its first delta already arrived)."""
+
+    @classmethod
+    def answer(
+        cls, route: str, reason: str, got: Any, score: float | None, streamed: bool
+    ) -> _Outcome:
+        """The outcome of a step whose answer stands: a result, or a stream still to read."""
+        if streamed:
+            return cls(route, reason, BackendResult(""), score, deltas=got, answered_by=route)
+        seconds = got.compute_seconds if route == "local" else 0.0
+        return cls(route, reason, got, score, local_seconds=seconds, answered_by=route)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One backend call the plan asks for."""
+
+    backend: str
+    """``local`` or ``cloud``."""
+    stream: bool = False
+
+
+Plan = Generator[_Step, Any, _Outcome]
 
 
 @dataclass
@@ -304,21 +328,18 @@ class Gateway:
         """The local outcome when it stands (routed local, or confident enough); else None and
         the confidence that made the cascade escalate (the call is then marked escalating)."""
         if decision.route == "local":
-            outcome = _Outcome(
-                "local",
-                decision.reason,
-                result,
-                decision.score,
-                local_seconds=result.compute_seconds,
-            )
-            return outcome, None
+            return _Outcome.answer("local", decision.reason, result, decision.score, False), None
         keep, conf = self.keep_local(result)
         call.entry.confidence = conf
         if keep:
-            reason = f"confident>={self.policy.thresholds.cascade:.2f}"
-            outcome = _Outcome(
-                "local", reason, result, decision.score, conf, local_seconds=result.compute_seconds
+            outcome = _Outcome.answer(
+                "local",
+                f"confident>={self.policy.thresholds.cascade:.2f}",
+                result,
+                decision.score,
+                False,
             )
+            outcome.confidence = conf
             return outcome, conf
         call.at("cloud", "escalated:low_confidence", escalated=True)
         return None, conf
@@ -331,7 +352,10 @@ class Gateway:
         call.at("cloud", f"fallback:{type(exc).__name__}", escalated=True)
 
     def finish(self, call: _Call, outcome: _Outcome) -> RouteInfo:
-        """Price the outcome, fill and write the ledger row, cache and shadow; return RouteInfo."""
+        """Price the outcome, fill and write the ledger row, cache and shadow; return RouteInfo.
+
+        The row is the one record of the outcome; ``RouteInfo`` is read back from it.
+        """
         request, entry = call.request, call.entry
         assert request is not None
         result = outcome.result
@@ -339,13 +363,7 @@ class Gateway:
             request.model, result.prompt_tokens, result.completion_tokens
         )
         local_cost = self.prices.local_cost(outcome.local_seconds, self.policy.local.usd_per_hour)
-        if outcome.route == "cloud":
-            cost = local_cost + baseline
-        elif outcome.route == "local":
-            cost = local_cost
-        else:
-            cost = 0.0
-        latency_ms = (time.perf_counter() - call.t0) * 1000
+        cost = {"cloud": local_cost + baseline, "local": local_cost}.get(outcome.route, 0.0)
         entry.route = outcome.route
         entry.reason = outcome.reason
         entry.score = outcome.score
@@ -356,7 +374,7 @@ class Gateway:
         entry.completion_tokens = result.completion_tokens
         entry.cost_usd = cost
         entry.baseline_cost_usd = baseline
-        entry.latency_ms = latency_ms
+        entry.latency_ms = (time.perf_counter() - call.t0) * 1000
         entry.cache_hit = outcome.cache_hit
         entry.adapter_version = result.adapter_version or (
             self.adapter_version if outcome.route == "local" else None
@@ -377,20 +395,7 @@ class Gateway:
             and self._rng.random() < self.policy.shadow.rate
         ):
             self.shadow.submit(request, result)
-        return RouteInfo(
-            route=outcome.route,  # type: ignore[arg-type]
-            reason=outcome.reason,
-            score=outcome.score,
-            confidence=outcome.confidence,
-            escalated=outcome.escalated,
-            cost_usd=cost,
-            baseline_cost_usd=baseline,
-            latency_ms=latency_ms,
-            policy_version=self.policy.version,
-            adapter_version=entry.adapter_version,
-            cache_hit=outcome.cache_hit,
-            request_id=request.request_id,
-        )
+        return RouteInfo(**{name: getattr(entry, name) for name in RouteInfo.model_fields})
 
     def fail(self, call: _Call, exc: BaseException) -> None:
         """Record a failed request where it failed; the ledger never misses a request."""
@@ -407,18 +412,118 @@ class Gateway:
         """Remove the configured secret values (the API key) from text bound for a row or log."""
         return redact_values(text, self._secrets) if self._secrets else text
 
+    # -- the plan: one route for every call shape --------------------------------------------
+    def _plan(self, call: _Call, decision: Decision, *, stream: bool) -> Plan:
+        """Which backend to ask next, given what the last one answered.
+
+        Written once for sync, async and streaming calls: it yields a ``_Step`` and is sent the
+        step's result (a ``BackendResult``, or an opened delta stream for streaming steps), or
+        has the step's error thrown in. ``_drive`` and ``_adrive`` only perform the steps.
+        A streamed answer is streamed only when it is final (routed local or cloud); a cascade
+        must see the whole local answer before it knows whether to keep it.
+        """
+        streaming = stream and decision.route != "cascade"
+        if decision.route == "cloud":
+            got = yield _Step("cloud", streaming)
+            return _Outcome.answer("cloud", decision.reason, got, decision.score, streaming)
+        try:
+            local = yield _Step("local", streaming)
+        except LocalModelError as exc:
+            self._fallback(call, decision, exc)  # re-raises when the decision pinned it local
+            got = yield _Step("cloud", streaming)
+            outcome = _Outcome.answer("cloud", call.entry.reason, got, decision.score, streaming)
+            outcome.escalated = True
+            return outcome
+        if streaming:  # routed local: the answer stands
+            return _Outcome.answer("local", decision.reason, local, decision.score, True)
+        kept, conf = self._after_local(call, decision, local)
+        if kept is not None:
+            return kept
+        got = yield _Step("cloud", False)
+        return _Outcome(
+            "cloud",
+            "escalated:low_confidence",
+            got,
+            score=decision.score,
+            confidence=conf,
+            escalated=True,
+            local_seconds=local.compute_seconds,
+        )
+
+    def _drive(self, call: _Call, plan: Plan) -> _Outcome:
+        sent: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                step = plan.throw(error) if error is not None else plan.send(sent)
+            except StopIteration as stop:
+                return stop.value
+            sent, error = None, None
+            try:
+                sent = self._do(call, step)
+            except Exception as exc:
+                error = exc
+
+    async def _adrive(self, call: _Call, plan: Plan) -> _Outcome:
+        sent: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                step = plan.throw(error) if error is not None else plan.send(sent)
+            except StopIteration as stop:
+                return stop.value
+            sent, error = None, None
+            try:
+                sent = await self._ado(call, step)
+            except Exception as exc:
+                error = exc
+
+    def _do(self, call: _Call, step: _Step) -> Any:
+        if step.backend == "cloud":
+            if step.stream:
+                return self._opened(lambda: self.cloud.stream(self._cloud_attempt(call)), call)
+            return self.retrier.call(
+                lambda: self.cloud.complete(self._cloud_attempt(call)), deadline=call.deadline
+            )
+        if step.stream:
+            return _open_now(self.local().stream(self._local_attempt(call)))
+        return self.local().complete(self._local_attempt(call))
+
+    async def _ado(self, call: _Call, step: _Step) -> Any:
+        if step.backend == "cloud":
+            if step.stream:
+
+                async def open_cloud() -> AsyncIterator[StreamDelta]:
+                    return await _aopen_now(self.cloud.astream(self._cloud_attempt(call)))
+
+                return await self.retrier.acall(open_cloud, deadline=call.deadline)
+            return await self.retrier.acall(
+                lambda: self.cloud.acomplete(self._cloud_attempt(call)), deadline=call.deadline
+            )
+        if step.stream:
+            return await _aopen_now(self.local().astream(self._local_attempt(call)))
+        return await self.local().acomplete(self._local_attempt(call))
+
+    def _opened(self, open_stream: Callable[[], Any], call: _Call) -> Iterator[StreamDelta]:
+        """Open a cloud stream, retrying until its first delta arrives; later failures are final."""
+        return self.retrier.call(lambda: _open_now(open_stream()), deadline=call.deadline)
+
     # -- sync ------------------------------------------------------------------------------
     def create(self, kwargs: dict[str, Any]) -> Any:
         call = self.begin(kwargs)
         request = call.request
         assert request is not None
-        if request.stream:
-            return self._stream(call)
         try:
             decision = self.decide(call)
             outcome = self.cached(request, decision)
-            if outcome is None:
+            if outcome is None and request.stream:
+                outcome = self._drive(call, self._plan(call, decision, stream=True))
+            elif outcome is None:
                 outcome = self._coalesced(call, decision)
+            if request.stream:
+                return HybridStream(
+                    self._emit(call, outcome), on_unread=lambda: self._unread(call, outcome)
+                )
             info = self.finish(call, outcome)
         except BaseException as exc:
             self.fail(call, exc)
@@ -432,119 +537,36 @@ class Gateway:
             try:
                 return self._shared(leader.result(timeout=call.remaining()), decision)
             except Exception:  # the leader failed or is too slow for us: try on our own
-                return self._run(call, decision)
+                return self._drive(call, self._plan(call, decision, stream=False))
         try:
-            outcome = self._run(call, decision)
+            outcome = self._drive(call, self._plan(call, decision, stream=False))
         except BaseException as exc:
             self._land(key, None, exc)
             raise
         self._land(key, outcome.result, None)
         return outcome
 
-    def _cloud(self, call: _Call) -> BackendResult:
-        return self.retrier.call(
-            lambda: self.cloud.complete(self._cloud_attempt(call)), deadline=call.deadline
-        )
-
-    def _run(self, call: _Call, decision: Decision) -> _Outcome:
-        if decision.route == "cloud":
-            return _Outcome("cloud", decision.reason, self._cloud(call), score=decision.score)
-        try:
-            result = self.local().complete(self._local_attempt(call))
-        except LocalModelError as exc:
-            self._fallback(call, decision, exc)
-            return _Outcome(
-                "cloud", call.entry.reason, self._cloud(call), decision.score, escalated=True
-            )
-        kept, conf = self._after_local(call, decision, result)
-        if kept is not None:
-            return kept
-        return _Outcome(
-            "cloud",
-            "escalated:low_confidence",
-            self._cloud(call),
-            score=decision.score,
-            confidence=conf,
-            escalated=True,
-            local_seconds=result.compute_seconds,
-        )
-
-    def _stream(self, call: _Call) -> HybridStream:
-        request = call.request
-        assert request is not None
-        deltas: Iterator[StreamDelta]
-        try:
-            decision = self.decide(call)
-            outcome = self.cached(request, decision)
-            if outcome is not None:
-                deltas = iter([StreamDelta(text=outcome.result.text)])
-            elif decision.route == "cloud":
-                deltas = self._cloud_stream(call)
-                outcome = _Outcome("cloud", decision.reason, BackendResult(""), decision.score)
-            elif decision.route == "local":
-                deltas = self.local().stream(self._local_attempt(call))
-                outcome = _Outcome("local", decision.reason, BackendResult(""), decision.score)
-            else:  # cascade: the answer must be complete before we know whether to keep it
-                outcome = self._run(call, decision)
-                deltas = iter([StreamDelta(text=outcome.result.text)])
-        except BaseException as exc:
-            self.fail(call, exc)
-            raise
-        return HybridStream(
-            self._emit(call, deltas, outcome), on_unread=lambda: self._unread(call, deltas)
-        )
-
-    def _unread(self, call: _Call, deltas: Any) -> None:
+    def _unread(self, call: _Call, outcome: _Outcome) -> None:
         """A stream dropped before its first chunk was read: release upstream, write the row."""
-        closer = getattr(deltas, "close", None)
+        closer = getattr(outcome.deltas, "close", None)
         if callable(closer):
             closer()
         self.fail(call, ConnectionAbortedError("stream closed before it was read"))
 
-    def _cloud_stream(self, call: _Call) -> Iterator[StreamDelta]:
-        """Open the stream now, retrying until the first delta arrives; later failures are final."""
-        holder: dict[str, Iterator[StreamDelta]] = {}
-
-        def open_stream() -> StreamDelta:
-            holder["it"] = iter(self.cloud.stream(self._cloud_attempt(call)))
-            return next(holder["it"])
-
-        first = self.retrier.call(open_stream, deadline=call.deadline)
-        return itertools.chain([first], holder["it"])
-
-    def _absorb(self, outcome: _Outcome, delta: StreamDelta, parts: list[str]) -> str | None:
-        """Fold one delta into the outcome; return text to send, if any (sync and async)."""
-        if delta.result is not None:
-            outcome.result = delta.result
-            if outcome.route == "local":
-                outcome.local_seconds = delta.result.compute_seconds
-            return None
-        if delta.text:
-            parts.append(delta.text)
-            return delta.text
-        return None
-
-    def _complete_stream(self, call: _Call, outcome: _Outcome, parts: list[str]) -> RouteInfo:
-        if outcome.result.text == "" and parts:
-            outcome.result.text = "".join(parts)
-        return self.finish(call, outcome)
-
-    def _emit(self, call: _Call, deltas: Iterator[StreamDelta], outcome: _Outcome) -> Iterator[Any]:
-        request = call.request
-        assert request is not None
-        cid = f"chatcmpl-{request.request_id}"
-        created = int(time.time())
-        parts: list[str] = []
+    def _emit(self, call: _Call, outcome: _Outcome) -> Iterator[Any]:
+        assert call.request is not None
+        deltas = outcome.deltas or iter([StreamDelta(text=outcome.result.text)])
+        out = StreamAssembler(call.request, outcome.result)
         done = False
         try:
-            yield chunk(cid, created, request.model, role="assistant")
+            yield out.first()
             for delta in deltas:
-                text = self._absorb(outcome, delta, parts)
-                if text:
-                    yield chunk(cid, created, request.model, content=text)
-            info = self._complete_stream(call, outcome, parts)
+                piece = out.feed(delta)
+                if piece is not None:
+                    yield piece
+            info = self._streamed(call, outcome, out)
             done = True
-            yield from final_chunk(cid, created, request, outcome.result, info)
+            yield from out.last(info)
         except GeneratorExit:
             if not done:
                 self.fail(call, ConnectionAbortedError("stream closed by the caller"))
@@ -558,18 +580,33 @@ class Gateway:
             if not done and callable(closer):
                 closer()  # release the upstream connection of a stream we stop early
 
+    def _streamed(self, call: _Call, outcome: _Outcome, out: StreamAssembler) -> RouteInfo:
+        """The stream delivered its whole answer: ledger it like any other (sync and async)."""
+        outcome.result = out.answer()
+        if outcome.route == "local" and out.compute_seconds is not None:
+            outcome.local_seconds = out.compute_seconds
+        return self.finish(call, outcome)
+
     # -- async -----------------------------------------------------------------------------
     async def acreate(self, kwargs: dict[str, Any]) -> Any:
         call = self.begin(kwargs)
         request = call.request
         assert request is not None
-        if request.stream:
-            return await self._astream(call)
         try:
             decision = self.decide(call)
             outcome = self.cached(request, decision)
-            if outcome is None:
+            if outcome is None and request.stream:
+                outcome = await self._adrive(call, self._plan(call, decision, stream=True))
+            elif outcome is None:
                 outcome = await self._acoalesced(call, decision)
+            if request.stream:
+                return AsyncHybridStream(
+                    self._aemit(call, outcome),
+                    on_unread=lambda: self.fail(
+                        call, ConnectionAbortedError("stream closed before it was read")
+                    ),
+                    upstream=outcome.deltas,
+                )
             info = self.finish(call, outcome)
         except BaseException as exc:
             self.fail(call, exc)
@@ -584,108 +621,30 @@ class Gateway:
                 waited = asyncio.shield(asyncio.wrap_future(leader))
                 return self._shared(await asyncio.wait_for(waited, call.remaining()), decision)
             except Exception:  # the leader failed or is too slow for us: try on our own
-                return await self._arun(call, decision)
+                return await self._adrive(call, self._plan(call, decision, stream=False))
         try:
-            outcome = await self._arun(call, decision)
+            outcome = await self._adrive(call, self._plan(call, decision, stream=False))
         except BaseException as exc:
             self._land(key, None, exc)
             raise
         self._land(key, outcome.result, None)
         return outcome
 
-    async def _acloud(self, call: _Call) -> BackendResult:
-        return await self.retrier.acall(
-            lambda: self.cloud.acomplete(self._cloud_attempt(call)), deadline=call.deadline
-        )
-
-    async def _arun(self, call: _Call, decision: Decision) -> _Outcome:
-        if decision.route == "cloud":
-            return _Outcome("cloud", decision.reason, await self._acloud(call), decision.score)
-        try:
-            result = await self.local().acomplete(self._local_attempt(call))
-        except LocalModelError as exc:
-            self._fallback(call, decision, exc)
-            return _Outcome(
-                "cloud", call.entry.reason, await self._acloud(call), decision.score, escalated=True
-            )
-        kept, conf = self._after_local(call, decision, result)
-        if kept is not None:
-            return kept
-        return _Outcome(
-            "cloud",
-            "escalated:low_confidence",
-            await self._acloud(call),
-            score=decision.score,
-            confidence=conf,
-            escalated=True,
-            local_seconds=result.compute_seconds,
-        )
-
-    async def _astream(self, call: _Call) -> AsyncHybridStream:
-        request = call.request
-        assert request is not None
-        deltas: AsyncIterator[StreamDelta]
-        try:
-            decision = self.decide(call)
-            outcome = self.cached(request, decision)
-            if outcome is not None:
-                deltas = _aiter([StreamDelta(text=outcome.result.text)])
-            elif decision.route == "cloud":
-                deltas = await self._acloud_stream(call)
-                outcome = _Outcome("cloud", decision.reason, BackendResult(""), decision.score)
-            elif decision.route == "local":
-                deltas = self.local().astream(self._local_attempt(call))
-                outcome = _Outcome("local", decision.reason, BackendResult(""), decision.score)
-            else:
-                outcome = await self._arun(call, decision)
-                deltas = _aiter([StreamDelta(text=outcome.result.text)])
-        except BaseException as exc:
-            self.fail(call, exc)
-            raise
-        return AsyncHybridStream(
-            self._aemit(call, deltas, outcome),
-            on_unread=lambda: self.fail(
-                call, ConnectionAbortedError("stream closed before it was read")
-            ),
-            upstream=deltas,
-        )
-
-    async def _acloud_stream(self, call: _Call) -> AsyncIterator[StreamDelta]:
-        holder: dict[str, Any] = {}
-
-        async def open_stream() -> StreamDelta:
-            it = self.cloud.astream(self._cloud_attempt(call)).__aiter__()
-            holder["it"] = it
-            return await it.__anext__()
-
-        first = await self.retrier.acall(open_stream, deadline=call.deadline)
-
-        async def chain() -> AsyncIterator[StreamDelta]:
-            yield first
-            async for d in holder["it"]:
-                yield d
-
-        return chain()
-
-    async def _aemit(
-        self, call: _Call, deltas: AsyncIterator[StreamDelta], outcome: _Outcome
-    ) -> AsyncIterator[Any]:
-        request = call.request
-        assert request is not None
-        cid = f"chatcmpl-{request.request_id}"
-        created = int(time.time())
-        parts: list[str] = []
+    async def _aemit(self, call: _Call, outcome: _Outcome) -> AsyncIterator[Any]:
+        assert call.request is not None
+        deltas = outcome.deltas or _aiter([StreamDelta(text=outcome.result.text)])
+        out = StreamAssembler(call.request, outcome.result)
         done = False
         try:
-            yield chunk(cid, created, request.model, role="assistant")
+            yield out.first()
             async for delta in deltas:
-                text = self._absorb(outcome, delta, parts)
-                if text:
-                    yield chunk(cid, created, request.model, content=text)
-            info = self._complete_stream(call, outcome, parts)
+                piece = out.feed(delta)
+                if piece is not None:
+                    yield piece
+            info = self._streamed(call, outcome, out)
             done = True
-            for c in final_chunk(cid, created, request, outcome.result, info):
-                yield c
+            for piece in out.last(info):
+                yield piece
         except GeneratorExit:
             if not done:
                 self.fail(call, ConnectionAbortedError("stream closed by the caller"))
@@ -708,6 +667,32 @@ class Gateway:
 async def _aiter(items: list[StreamDelta]) -> AsyncIterator[StreamDelta]:
     for item in items:
         yield item
+
+
+def _open_now(deltas: Any) -> Iterator[StreamDelta]:
+    """Start a stream now, so a failure to open it is raised here (and can be retried or fall
+    back) rather than on the caller's first read."""
+    it = iter(deltas)
+    try:
+        first = next(it)
+    except StopIteration:
+        return iter(())
+    return itertools.chain([first], it)
+
+
+async def _aopen_now(deltas: Any) -> AsyncIterator[StreamDelta]:
+    it = deltas.__aiter__()
+    try:
+        first = await it.__anext__()
+    except StopAsyncIteration:
+        return _aiter([])
+
+    async def chain() -> AsyncIterator[StreamDelta]:
+        yield first
+        async for delta in it:
+            yield delta
+
+    return chain()
 
 
 def _new_id() -> str:

@@ -67,12 +67,10 @@ class Decider:
         *,
         classifier: Scorer | None = None,
         cloud_spend_today: Callable[[], float] = lambda: 0.0,
-        count_tokens: Callable[[ChatRequest], int] | None = None,
     ) -> None:
         self.policy = policy
         self.classifier = classifier
         self._spend = cloud_spend_today
-        self._count_tokens = count_tokens or _approx_tokens
 
     def score(self, request: ChatRequest) -> float | None:
         if self.classifier is None:
@@ -110,8 +108,7 @@ class Decider:
         if served is not None and _traffic_class(request) not in served:
             # The adapter never cleared its floor on this class (or has not earned traffic).
             return self._budget_checked(Decision("cloud", "rule:class_not_served"))
-        limit = rules.max_local_prompt_tokens or policy.local.max_prompt_tokens
-        if self._count_tokens(request) > limit:
+        if _approx_tokens(request) > policy.max_local_prompt_tokens:
             return self._budget_checked(Decision("cloud", "rule:prompt_too_long"))
         if policy.mode == "cascade":
             return Decision("cascade", "policy:cascade")
@@ -160,7 +157,10 @@ def _traffic_class(request: ChatRequest) -> str:
 
 
 def _approx_tokens(request: ChatRequest) -> int:
-    """~4 characters per token: good enough to catch prompts far beyond the context window."""
+    """~4 characters per token: good enough to catch prompts far beyond the context window.
+
+    An estimate on purpose: the decision runs before (and without) the local tokenizer, and a
+    prompt beyond the engine's context window is refused there (``max_context_tokens``)."""
     return sum(len(m.get("content") or "") for m in request.messages) // 4 + 4 * len(
         request.messages
     )

@@ -11,27 +11,44 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
+from router import _defaults
 from router.errors import BackendError
+
+if TYPE_CHECKING:
+    from router.policy import CloudConfig
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class RetryConfig:
-    """How hard to retry a failing cloud call."""
+    """How hard to retry a failing cloud call.
 
-    max_retries: int = 3
+    >>> RetryConfig.from_policy(load_policy("default").cloud)
+    RetryConfig(max_retries=3, base_s=0.5, max_s=20.0)
+    >>> Retrier(RetryConfig(max_retries=0))  # fail at once
+    """
+
+    max_retries: int = _defaults.CLOUD_MAX_RETRIES
     """Extra attempts after the first; 0 disables retries."""
-    base_s: float = 0.5
+    base_s: float = _defaults.BACKOFF_BASE_S
     """First backoff ceiling; doubles each attempt (full jitter picks uniformly below it)."""
-    max_s: float = 20.0
+    max_s: float = _defaults.BACKOFF_MAX_S
     """Cap on any single wait, ``Retry-After`` included."""
 
     def __post_init__(self) -> None:
         if self.max_retries < 0 or self.base_s < 0 or self.max_s < 0:
             raise ValueError("RetryConfig values must be >= 0")
+
+    @classmethod
+    def from_policy(cls, cloud: CloudConfig) -> RetryConfig:
+        """The retry settings of a policy's ``cloud:`` section (``max_retries``,
+        ``backoff_base_s``, ``backoff_max_s``): the one place those keys are read."""
+        return cls(
+            max_retries=cloud.max_retries, base_s=cloud.backoff_base_s, max_s=cloud.backoff_max_s
+        )
 
 
 def backoff_delay(
@@ -45,11 +62,19 @@ def backoff_delay(
 
 
 def should_retry(error: BaseException, attempt: int, config: RetryConfig) -> bool:
+    """Retry only errors marked ``retryable`` (429, 5xx, timeouts), ``max_retries`` times."""
     return isinstance(error, BackendError) and error.retryable and attempt < config.max_retries
 
 
 class Retrier:
-    """Runs a callable with retries; counts attempts so the ledger can say how many were made."""
+    """Runs a callable again on retryable backend errors, with backoff, inside a deadline.
+
+    It keeps no count across calls and reports none: the ledger row does not say how many
+    attempts a call took.
+
+    >>> retrier = Retrier(RetryConfig(max_retries=2), seed=0)
+    >>> retrier.call(lambda: cloud.complete(request), deadline=time.monotonic() + 30)
+    """
 
     def __init__(
         self,

@@ -127,26 +127,18 @@ class ShadowLabeller:
             self._pending.discard(future)
 
     def _label(self, request: ChatRequest, cloud_result: BackendResult) -> None:
-        from router.scoring.confidence import confidence
-        from router.scoring.judges import auto_judge, get_judge
+        from router.scoring.judges import label_local_answer
 
         try:
             local = self._local().complete(request)
-            name = self.judge if self.judge != "auto" else auto_judge(cloud_result.text)
-            if name == "llm":
-                label = self._llm_label(request, local.text, cloud_result.text)
-            else:
-                label = float(get_judge(name)(answer=local.text, reference=cloud_result.text))
-            cost = 0.0
-            if self._prices is not None:
-                cost = self._prices.local_cost(local.compute_seconds, self._usd_per_hour)
-            self.ledger.add_label(
+            label_local_answer(
+                self.ledger,
                 request.request_id,
-                judge=name,
-                label=label,
-                local_answer=local.text,
-                local_confidence=confidence(local.token_logprobs or []),
-                local_cost_usd=cost,
+                local,
+                reference=cloud_result.text,
+                usd_per_hour=self._usd_per_hour,
+                judge=self.judge,
+                llm_judge=lambda answer, reference: self._llm_label(request, answer, reference),
             )
             self.labelled += 1
         except Exception:  # a background sample must never take the gateway down

@@ -1,4 +1,6 @@
-"""The stream objects ``create(stream=True)`` returns, so rows == requests for every stream.
+"""Streams: the objects ``create(stream=True)`` returns, and the one chunk assembler.
+
+``HybridStream`` / ``AsyncHybridStream`` make rows == requests for every stream.
 
 Like ``openai.Stream`` / ``openai.AsyncStream`` they iterate chunks and have ``close()`` and
 context-manager forms. What they add: a stream that is dropped or closed before its first chunk
@@ -10,6 +12,7 @@ is recorded by the generator itself ("stream closed by the caller").
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -104,3 +107,49 @@ class AsyncHybridStream:
         # by the event loop's async-generator hooks, which run its own "closed" handling.
         with contextlib.suppress(Exception):
             self._record_unread()
+
+
+class StreamAssembler:
+    """Turns backend deltas into OpenAI chunks and a final result, for sync and async alike.
+
+    Like openai-python's ``ChatCompletionStreamState``: the emitters only loop and yield; what a
+    chunk holds, how text accumulates and when the answer is complete live here once.
+    """
+
+    def __init__(self, request: Any, result: Any) -> None:
+        from router._gateway.responses import chunk
+
+        self._chunk = chunk
+        self.request = request
+        self.result = result
+        self.cid = f"chatcmpl-{request.request_id}"
+        self.created = int(time.time())
+        self.parts: list[str] = []
+        self.compute_seconds: float | None = None
+
+    def first(self) -> Any:
+        """The role chunk every stream opens with."""
+        return self._chunk(self.cid, self.created, self.request.model, role="assistant")
+
+    def feed(self, delta: Any) -> Any | None:
+        """Fold one delta in; return the chunk to send, if any."""
+        if delta.result is not None:
+            self.result = delta.result
+            self.compute_seconds = delta.result.compute_seconds
+            return None
+        if not delta.text:
+            return None
+        self.parts.append(delta.text)
+        return self._chunk(self.cid, self.created, self.request.model, content=delta.text)
+
+    def answer(self) -> Any:
+        """The complete result (text joined from the deltas when the backend sent no result)."""
+        if self.result.text == "" and self.parts:
+            self.result.text = "".join(self.parts)
+        return self.result
+
+    def last(self, info: Any) -> list[Any]:
+        """The finish chunk and, when asked for, the usage chunk (the last one carries route)."""
+        from router._gateway.responses import final_chunk
+
+        return list(final_chunk(self.cid, self.created, self.request, self.result, info))

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from router._text import content_text, last_user_text
 from router.errors import InvalidRequest
 from router.types import ChatRequest
 
@@ -101,7 +102,6 @@ def _content(message: Mapping[str, Any], where: str) -> str | None:
     if isinstance(content, str):
         return _utf8(content, f"{where}.content")
     if isinstance(content, list):
-        texts = []
         for j, part in enumerate(content):
             if not (isinstance(part, Mapping) and part.get("type") == "text"):
                 kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
@@ -111,8 +111,8 @@ def _content(message: Mapping[str, Any], where: str) -> str | None:
                 )
             if not isinstance(part.get("text"), str):
                 raise _fail(f"{where}.content[{j}].text must be a string", f"{where}.content")
-            texts.append(_utf8(part["text"], f"{where}.content[{j}].text"))
-        return "".join(texts)
+            _utf8(part["text"], f"{where}.content[{j}].text")
+        return content_text(content)  # text parts joined with "", as the OpenAI API reads them
     raise _fail(
         f"{where}.content must be a string or a list of text parts, got {type(content).__name__}",
         f"{where}.content",
@@ -248,8 +248,6 @@ def build_request(kwargs: Mapping[str, Any], *, default_model: str) -> ChatReque
 
 
 def prompt_text(request: ChatRequest) -> str:
-    """The text the difficulty classifier scores: the last user message."""
-    for message in reversed(request.messages):
-        if message["role"] == "user" and message["content"]:
-            return message["content"]
-    return ""
+    """The text the difficulty classifier scores: the last user message with text (the same
+    rule ``hybridgate tune`` fits on, ``router._text.last_user_text``)."""
+    return last_user_text(request.messages)

@@ -265,8 +265,6 @@ class CloudTransport:
             environment variable, or a placeholder when ``api_base`` is set.
         timeout_s: Total seconds one request may take (also the per-read limit).
         connect_timeout_s: Seconds to establish the connection.
-        extra: Additional litellm keyword arguments (e.g. ``{"drop_params": True}``); they
-            override the ones built from the request.
 
     Raises:
         ValueError: Empty model or non-positive timeouts.
@@ -282,7 +280,6 @@ class CloudTransport:
         api_key: str | None = None,
         timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
-        extra: dict[str, Any] | None = None,
     ) -> None:
         if not model or not model.strip():
             raise ValueError("model must be a non-empty litellm model name")
@@ -302,7 +299,6 @@ class CloudTransport:
         self._api_key = api_key or None
         self.timeout_s = float(timeout_s)
         self.connect_timeout_s = float(connect_timeout_s)
-        self.extra = dict(extra or {})
 
     def redactions(self) -> tuple[str, ...]:
         """Secret values to scrub from rows, logs and errors (the key, whatever its shape)."""
@@ -358,7 +354,6 @@ class CloudTransport:
         if stream:
             kwargs["stream"] = True
             kwargs["stream_options"] = {"include_usage": True}
-        kwargs.update(self.extra)
         return kwargs
 
     # -- response reading --

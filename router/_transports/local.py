@@ -1,22 +1,125 @@
 """Transport over the local model: ChatRequest -> batcher -> BackendResult.
 
 Only translation lives here (parameters in, errors out); batching and generation are in
-``local_models``. Heavy imports happen inside ``from_config``, so importing this module is
-cheap for the CLI.
+``local_models``. ``local_models`` is a leaf with its own few errors (``local_models.errors``);
+this is the boundary where they become ``router.errors``' types, chained ``from exc``, as
+httpx's transports translate httpcore's errors:
+
+==============================  ==========================================
+``local_models.errors``         ``router.errors``
+==============================  ==========================================
+ModelLoadError, RegistryError   ModelLoadError
+AdapterMetadataError            AdapterMetadataError (defined below)
+InvalidRequest                  InvalidRequest (400, ``param`` kept)
+Overloaded                      Overloaded (503)
+BatcherClosed, LocalModelError  LocalModelError (500)
+torch out of memory             LocalOutOfMemory (503)
+future timeout                  BatcherTimeout (504)
+==============================  ==========================================
+
+Every way the gateway reaches into ``local_models`` passes here: requests, building the
+transport (``from_config``), adapter swaps and reading the registry's current adapter
+(:func:`current_adapter`). torch is imported inside ``from_config``, so importing this module
+is cheap for the CLI.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from router.errors import InvalidRequest, LocalModelError, LocalOutOfMemory
+from local_models import errors as local
+from router._defaults import LOCAL_MAX_NEW_TOKENS
+from router.errors import (
+    BatcherTimeout,
+    HybridGateError,
+    InvalidRequest,
+    LocalModelError,
+    LocalOutOfMemory,
+    ModelLoadError,
+    Overloaded,
+)
 from router.types import BackendResult, ChatRequest, StreamDelta
 
 if TYPE_CHECKING:
     from local_models import GenerationRequest, GenerationResult, LocalModelConfig
 
-DEFAULT_LOCAL_MAX_TOKENS = 256
+
+class AdapterMetadataError(ModelLoadError, local.AdapterMetadataError):
+    """Broken adapter metadata, as the gateway raises it: a ``router.errors.ModelLoadError``
+    (local-failure handling, cloud fallback) that is still ``local_models``' (and so
+    ``training``'s) ``AdapterMetadataError``, because callers catch that public name around
+    ``HybridClient`` calls; the ledger's ``error_type`` keeps reading ``AdapterMetadataError``."""
+
+
+_TRANSLATIONS: dict[type[local.LocalModelError], type[HybridGateError]] = {
+    local.AdapterMetadataError: AdapterMetadataError,
+    local.RegistryError: ModelLoadError,
+    local.ModelLoadError: ModelLoadError,
+    local.InvalidRequest: InvalidRequest,
+    local.Overloaded: Overloaded,
+    local.BatcherClosed: LocalModelError,
+    local.LocalModelError: LocalModelError,
+}
+"""``local_models`` error -> ours; the first class of the error's MRO found here wins."""
+
+
+def translate(exc: BaseException) -> BaseException:
+    """The ``router.errors`` error for a failure from below; ours and non-``Exception``s
+    (``KeyboardInterrupt``, ``GeneratorExit``) are returned as they are.
+
+    Args:
+        exc: What ``local_models``, torch or a future raised.
+
+    Returns:
+        ``exc`` itself, or a new error of our tree whose ``__cause__`` is ``exc``.
+    """
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    if isinstance(exc, HybridGateError) or not isinstance(exc, Exception):
+        return exc
+    target = next((_TRANSLATIONS[t] for t in type(exc).__mro__ if t in _TRANSLATIONS), None)
+    err: BaseException
+    if target is InvalidRequest:
+        err = InvalidRequest(str(exc), param=getattr(exc, "param", None))
+    elif target is not None:
+        err = target(str(exc))
+    elif _is_oom(exc):
+        err = LocalOutOfMemory(f"local model ran out of memory: {exc}")
+    elif isinstance(exc, FutureTimeout):
+        err = BatcherTimeout("local request did not finish within its timeout")
+    else:
+        err = LocalModelError(f"local generation failed: {type(exc).__name__}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+_T = TypeVar("_T")
+
+
+def _translated(call: Callable[[], _T]) -> _T:
+    """``call()``, with a ``local_models`` error raised as ours (chained ``from`` it)."""
+    try:
+        return call()
+    except local.LocalModelError as exc:
+        raise translate(exc) from exc
+
+
+def current_adapter(root: str | Path | None = None) -> tuple[Path, str] | None:
+    """``(path, version)`` of the adapter the registry at ``root`` has promoted, or None.
+
+    The gateway reads the registry (``local_models.registry``) only through here, so a broken
+    ``CURRENT`` or ``metadata.json`` reaches it as ``router.errors`` (``AdapterMetadataError``,
+    a ``ModelLoadError``) like any other local load failure.
+
+    Raises:
+        ModelLoadError: The registry's files cannot be read; the message names the file.
+    """
+    from local_models.registry import AdapterRegistry
+
+    info = _translated(AdapterRegistry(root).current)
+    return (info.path, info.version) if info else None
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -39,12 +142,21 @@ class LocalTransport:
 
     name = "local"
 
-    def __init__(self, engine_or_batcher: Any, *, model_name: str) -> None:
+    def __init__(
+        self,
+        engine_or_batcher: Any,
+        *,
+        model_name: str,
+        max_new_tokens: int = LOCAL_MAX_NEW_TOKENS,
+    ) -> None:
         """Wrap a DynamicBatcher, or a LocalEngine (a batcher is built from its config).
 
         Args:
             engine_or_batcher: ``DynamicBatcher`` or ``LocalEngine``.
             model_name: Reported as ``BackendResult.model`` (the model spec).
+            max_new_tokens: Most tokens one answer may have (the policy's
+                ``local.max_new_tokens``): a request without ``max_tokens`` gets this many, one
+                asking for more is capped to it.
         """
         from local_models import DynamicBatcher, LocalEngine
 
@@ -57,9 +169,14 @@ class LocalTransport:
                 f"expected DynamicBatcher or LocalEngine, got {type(engine_or_batcher).__name__}"
             )
         self.model_name = model_name
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.max_new_tokens = max_new_tokens
 
     @classmethod
-    def from_config(cls, config: LocalModelConfig) -> LocalTransport:
+    def from_config(
+        cls, config: LocalModelConfig, *, max_new_tokens: int = LOCAL_MAX_NEW_TOKENS
+    ) -> LocalTransport:
         """Load the model described by ``config`` and start its batcher.
 
         Raises:
@@ -67,7 +184,11 @@ class LocalTransport:
         """
         from local_models import LocalEngine
 
-        return cls(LocalEngine.from_config(config), model_name=config.model)
+        return cls(
+            _translated(lambda: LocalEngine.from_config(config)),
+            model_name=config.model,
+            max_new_tokens=max_new_tokens,
+        )
 
     @property
     def engine(self) -> Any:
@@ -80,8 +201,12 @@ class LocalTransport:
         return self.engine.adapter_version
 
     def swap_adapter(self, path: str, *, version: str) -> None:
-        """Hot-swap the adapter; in-flight requests finish on the old one, a bad dir keeps it."""
-        self.engine.swap_adapter(path, version=version)
+        """Hot-swap the adapter; in-flight requests finish on the old one, a bad dir keeps it.
+
+        Raises:
+            ModelLoadError: The adapter does not load (the old one keeps serving).
+        """
+        _translated(lambda: self.engine.swap_adapter(path, version=version))
 
     def close(self) -> None:
         """Stop the batcher thread."""
@@ -100,14 +225,14 @@ class LocalTransport:
         try:
             return GenerationRequest(
                 messages=tuple(request.messages),
-                max_tokens=request.max_tokens or DEFAULT_LOCAL_MAX_TOKENS,
+                max_tokens=min(request.max_tokens or self.max_new_tokens, self.max_new_tokens),
                 temperature=0.0 if request.temperature is None else float(request.temperature),
                 top_p=1.0 if request.top_p is None else float(request.top_p),
                 stop=tuple(request.stop),
                 seed=request.seed,
             )
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from exc
+        except ValueError as exc:  # local_models' InvalidRequest is a ValueError too
+            raise InvalidRequest(str(exc), param=getattr(exc, "param", None)) from exc
 
     def _to_backend(self, result: GenerationResult) -> BackendResult:
         return BackendResult(
@@ -122,25 +247,8 @@ class LocalTransport:
         )
 
     @staticmethod
-    def _translate(exc: BaseException) -> BaseException:
-        """Map a lower-layer failure to our tree (chained ``from exc``); ours pass through."""
-        from concurrent.futures import TimeoutError as FutureTimeout
-
-        from router.errors import BatcherTimeout, HybridGateError
-
-        if isinstance(exc, HybridGateError) or not isinstance(exc, Exception):
-            return exc
-        if _is_oom(exc):
-            err: BaseException = LocalOutOfMemory(f"local model ran out of memory: {exc}")
-        elif isinstance(exc, FutureTimeout):
-            err = BatcherTimeout("local request did not finish within its timeout")
-        else:
-            err = LocalModelError(f"local generation failed: {type(exc).__name__}: {exc}")
-        err.__cause__ = exc
-        return err
-
-    def _raise(self, exc: BaseException) -> NoReturn:
-        translated = self._translate(exc)
+    def _raise(exc: BaseException) -> NoReturn:
+        translated = translate(exc)
         if translated is exc:
             raise exc
         raise translated from exc

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from router._paths import LEDGER_FILENAME, POLICY_FILENAME
+
 INTENT_SYSTEM = "Classify the customer's banking message. Reply with the intent label only."
 CLOUD_MODEL = "gpt-4-1106-preview"
 """The GSM8K answers the replay cloud returns were recorded from this model, so the demo prices
@@ -51,11 +53,34 @@ class DemoResult:
     """Savings report of phase 1 (all cloud)."""
     rounds: list[RoundResult]
     seconds: float
+    home: Path | None = None
+    """Where the demo kept its ledger, adapters and policy."""
 
     @property
     def after(self) -> Any:
         """Savings report of the last round."""
         return self.rounds[-1].report
+
+    def summary_lines(self) -> list[str]:
+        """What ``hybridgate demo`` prints under the two tables: cost of each phase as a share
+        of all-cloud, and per round how much stayed local and at what quality."""
+        lines = [f"before: cost {cost_share(self.before):.1%} of all-cloud"]
+        for k, r in enumerate(self.rounds, start=1):
+            lines.append(
+                f"after round {k}: cost {cost_share(r.report):.1%} of all-cloud, "
+                f"{r.local_share:.0%} answered locally, quality {r.quality:.1%} of all-cloud, "
+                f"student agreement {r.agreement:.1%} on its local answers"
+            )
+        where = f"; ledger at {self.home / LEDGER_FILENAME}" if self.home is not None else ""
+        lines.append(f"demo finished in {self.seconds:.0f} s{where}")
+        return lines
+
+
+def cost_share(report: Any) -> float:
+    """A savings report's cost as a fraction of sending everything to the cloud (0 for no
+    traffic: the baseline is floored so an empty phase does not divide by zero)."""
+    totals = report.totals
+    return totals.cost_usd / max(totals.baseline_cost_usd, 1e-12)
 
 
 def _pools(seed: int, parts: int = 2) -> list[list[dict[str, str]]]:
@@ -136,7 +161,7 @@ def run_demo(
     t0 = time.perf_counter()
     rng = random.Random(seed)
     home.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(home / "ledger.sqlite")
+    ledger = Ledger(home / LEDGER_FILENAME)
     with ReplayCloud.from_datasets() as cloud:
         base = load_policy("default").replace(
             **{
@@ -184,7 +209,7 @@ def run_demo(
                     say=say,
                 )
             )
-    return DemoResult(before, results, seconds=time.perf_counter() - t0)
+    return DemoResult(before, results, seconds=time.perf_counter() - t0, home=home)
 
 
 def _round(
@@ -202,11 +227,11 @@ def _round(
     say: Callable[[str], None],
 ) -> RoundResult:
     """Distil, gate, promote, relabel and retune; then send ``traffic`` with the result."""
+    from local_models.registry import AdapterRegistry
     from router.client import HybridClient
     from router.ledger.reports import serving_status_lines, summarize
     from training.evaluate import default_judge
     from training.nightly import run_distill
-    from training.registry import AdapterRegistry
 
     t0 = time.perf_counter()
     registry = AdapterRegistry(home / "adapters")
@@ -220,16 +245,16 @@ def _round(
         max_train=train_examples,
         min_examples=20,
         epochs=epochs,
-        policy_out=home / "policy.yaml",
+        policy_out=home / POLICY_FILENAME,
         target_quality=0.97,
     )
     say(f"distill: {summary.status}; {summary.gate_reason}")
-    for line in serving_status_lines(home / "policy.yaml"):
+    for line in serving_status_lines(home / POLICY_FILENAME):
         say(line)
     say(f"round {k}: distil, gate, relabel and retune took {time.perf_counter() - t0:.0f} s")
     t1 = time.perf_counter()
     current = registry.current()
-    policy, shadowing = _round_policy(home / "policy.yaml", base, current, cloud_url)
+    policy, shadowing = _round_policy(home / POLICY_FILENAME, base, current, cloud_url)
     started = time.time()
     with HybridClient(policy=policy, ledger=ledger, seed=seed) as client:
         replies = _send(client, traffic, concurrency)

@@ -25,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from router._text import content_text, last_user_text
+
 DEFAULT_MODEL = "gpt-4-1106-preview"
 FAULTS = ("500", "429", "hang", "drop", "malformed", "401")
 """Faults :meth:`ReplayCloud.inject` accepts."""
@@ -68,17 +70,6 @@ def _get_encoding() -> Any:
         return _encoding
 
 
-def _content_text(content: Any) -> str:
-    """Text of a message's content, whether a string or a list of typed parts."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return str(content)
-
-
 def count_prompt_tokens(messages: list[dict[str, Any]]) -> int:
     """Count prompt tokens the way OpenAI bills chat messages (cl100k_base plus overheads).
 
@@ -93,7 +84,7 @@ def count_prompt_tokens(messages: list[dict[str, Any]]) -> int:
     for message in messages:
         total += _TOKENS_PER_MESSAGE
         total += len(enc.encode(str(message.get("role", ""))))
-        total += len(enc.encode(_content_text(message.get("content"))))
+        total += len(enc.encode(content_text(message.get("content"))))
         if message.get("name"):
             total += _TOKENS_PER_NAME + len(enc.encode(str(message["name"])))
     return total
@@ -324,8 +315,7 @@ class ReplayCloud:
         Raises:
             KeyError: Unknown prompt and no ``default_answer``.
         """
-        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-        key = _content_text(users[-1].get("content")).strip() if users else ""
+        key = last_user_text(messages).strip()
         if key in self.answers:
             return self.answers[key]
         if self.default_answer is not None:

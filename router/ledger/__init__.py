@@ -25,31 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ENV_HOME = "HYBRIDGATE_HOME"
-"""Environment variable naming hybridgate's data folder (ledger, cache, adapters)."""
+from router._paths import default_ledger_path  # the one home of locations; re-exported
 
-LEDGER_FILENAME = "ledger.sqlite"
 BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another process's lock before queueing the row instead."""
 MAX_PENDING_ROWS = 100_000
 """Rows kept in memory while the file is locked; beyond that they go straight to the spill file."""
 
 log = logging.getLogger("hybridgate.ledger")
-
-
-def default_ledger_path() -> Path:
-    """Where the ledger lives when no path is given.
-
-    Returns:
-        ``$HYBRIDGATE_HOME/ledger.sqlite`` when that variable is set, else
-        ``user_data_dir("hybridgate")/ledger.sqlite`` (platformdirs).
-    """
-    home = os.environ.get(ENV_HOME)
-    if home:
-        return Path(home).expanduser() / LEDGER_FILENAME
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("hybridgate")) / LEDGER_FILENAME
 
 
 # --------------------------------------------------------------------------- secrets

@@ -5,9 +5,11 @@ must start fast. litellm ships its price map as a JSON file
 (``model_prices_and_context_window_backup.json``); we locate it with ``importlib`` (which does
 not import the package), read it once on first use and keep it for the process.
 
-Units: the litellm map and :class:`ModelPrice` hold **USD per token**; prices written in a
-policy (``cloud.prices``) are **USD per 1M tokens** (``input_per_mtok``/``output_per_mtok``),
-the unit providers publish.
+Units: one price type, ``ModelPrice`` (defined with the policy sections, re-exported here), in
+**USD per 1M tokens** (``input_per_mtok``/``output_per_mtok``), the unit providers publish and
+policies (``cloud.prices``) are written in. litellm's map is USD per token; it is converted once,
+when read. Custom prices are validated by the policy's own parser, so a bad price reads the same
+from ``PriceBook(...)`` as from a policy file: ``cloud.prices.<model>.<key>: ...``.
 """
 
 from __future__ import annotations
@@ -16,86 +18,16 @@ import importlib.util
 import json
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from router._errors import PolicyError
+from router.policy.sections import TOKENS_PER_MTOK, ModelPrice, parse_prices
+
 LITELLM_PRICE_FILE = "model_prices_and_context_window_backup.json"
-TOKENS_PER_MTOK = 1_000_000
 
 _price_map: dict[str, ModelPrice] | None = None
 _price_map_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class ModelPrice:
-    """Price of one model, in USD per token.
-
-    >>> p = ModelPrice.per_million(input_per_mtok=0.15, output_per_mtok=0.6)
-    >>> p.cost(prompt_tokens=1000, completion_tokens=100)
-    0.00021
-    """
-
-    input_per_token: float
-    """USD per prompt token."""
-    output_per_token: float
-    """USD per completion token."""
-
-    def __post_init__(self) -> None:
-        for name in ("input_per_token", "output_per_token"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"ModelPrice.{name} must be a number >= 0, got {value!r}")
-
-    @classmethod
-    def per_million(cls, *, input_per_mtok: float, output_per_mtok: float) -> ModelPrice:
-        """Build from USD per 1M tokens (the unit of ``cloud.prices`` in a policy)."""
-        return cls(
-            input_per_token=float(input_per_mtok) / TOKENS_PER_MTOK,
-            output_per_token=float(output_per_mtok) / TOKENS_PER_MTOK,
-        )
-
-    @classmethod
-    def from_config(cls, model: str, value: ModelPrice | Mapping[str, Any]) -> ModelPrice:
-        """Parse one ``cloud.prices`` entry.
-
-        Args:
-            model: The model the price is for (named in errors).
-            value: A ``ModelPrice`` or ``{"input_per_mtok": 10, "output_per_mtok": 30}``.
-
-        Returns:
-            The price.
-
-        Raises:
-            PolicyError: Keys are missing, unknown or not numbers.
-        """
-        if isinstance(value, ModelPrice):
-            return value
-        from router.errors import PolicyError
-
-        if not isinstance(value, Mapping):
-            raise PolicyError(
-                f"cloud.prices[{model!r}] must be a mapping with input_per_mtok and "
-                f"output_per_mtok (USD per 1M tokens), got {type(value).__name__}"
-            )
-        expected = {"input_per_mtok", "output_per_mtok"}
-        missing, unknown = expected - set(value), set(value) - expected
-        if missing or unknown:
-            raise PolicyError(
-                f"cloud.prices[{model!r}] needs exactly input_per_mtok and output_per_mtok "
-                f"(USD per 1M tokens); missing {sorted(missing)}, unknown {sorted(unknown)}"
-            )
-        try:
-            return cls.per_million(
-                input_per_mtok=float(value["input_per_mtok"]),
-                output_per_mtok=float(value["output_per_mtok"]),
-            )
-        except (TypeError, ValueError) as exc:
-            raise PolicyError(f"cloud.prices[{model!r}]: {exc}") from exc
-
-    def cost(self, *, prompt_tokens: int, completion_tokens: int) -> float:
-        """USD for one call with these token counts."""
-        return prompt_tokens * self.input_per_token + completion_tokens * self.output_per_token
 
 
 def litellm_price_file() -> Path | None:
@@ -128,7 +60,7 @@ def parse_price_map(raw: Mapping[str, Any]) -> dict[str, ModelPrice]:
         if isinstance(inp, (int, float)) and isinstance(outp, (int, float)):
             if inp < 0 or outp < 0:
                 continue
-            out[model] = ModelPrice(input_per_token=float(inp), output_per_token=float(outp))
+            out[model] = ModelPrice.per_token(input_per_token=inp, output_per_token=outp)
     return out
 
 
@@ -172,9 +104,10 @@ def local_cost(compute_seconds: float, usd_per_hour: float) -> float:
 class PriceBook:
     """Looks up what a cloud model costs: policy prices first, then litellm's map.
 
-    >>> book = PriceBook({"my-finetune": {"input_per_mtok": 10, "output_per_mtok": 30}})
+    >>> book = PriceBook(load_policy("default").cloud.prices)
     >>> book.cloud_cost("openai/gpt-4o-mini", 1000, 100)
     0.00021
+    >>> PriceBook({"my-finetune": {"input_per_mtok": 10, "output_per_mtok": 30}})
     """
 
     def __init__(
@@ -186,17 +119,16 @@ class PriceBook:
         """Create a price book.
 
         Args:
-            custom: Policy prices, ``{model: ModelPrice | {"input_per_mtok", "output_per_mtok"}}``
-                in **USD per 1M tokens**; they override litellm's map.
+            custom: Policy prices (``policy.cloud.prices``), or plain
+                ``{model: {"input_per_mtok": .., "output_per_mtok": ..}}`` in **USD per 1M
+                tokens**; they override litellm's map.
             builtin: The fallback map; default litellm's shipped prices (loaded lazily).
 
         Raises:
-            PolicyError: A custom price is malformed.
+            PolicyError: A custom price is malformed (the message names
+                ``cloud.prices.<model>``).
         """
-        self.custom: dict[str, ModelPrice] = {
-            str(model): ModelPrice.from_config(str(model), value)
-            for model, value in (custom or {}).items()
-        }
+        self.custom: dict[str, ModelPrice] = dict(parse_prices(custom or {}))
         self._builtin = builtin
 
     def _lookup(self, model: str) -> ModelPrice | None:
@@ -223,15 +155,13 @@ class PriceBook:
             model: Model name as given to the cloud (``gpt-4o-mini``, ``openai/gpt-4o-mini``).
 
         Returns:
-            Its per-token price.
+            Its price.
 
         Raises:
             PolicyError: No price is known (a ``ValueError``); the message says how to add one.
         """
         found = self._lookup(model)
         if found is None:
-            from router.errors import PolicyError
-
             raise PolicyError(
                 f"no price known for model {model!r}: add it under cloud.prices in your policy "
                 "(input/output USD per 1M tokens)"
@@ -268,6 +198,7 @@ class PriceBook:
 
 
 __all__ = [
+    "TOKENS_PER_MTOK",
     "ModelPrice",
     "PriceBook",
     "litellm_price_file",

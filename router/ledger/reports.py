@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from router._paths import STATUS_SUFFIX, serving_status_path
 from router.ledger import LedgerEntry
 
 if TYPE_CHECKING:
@@ -265,17 +266,22 @@ def plot(report: Report, path: str | Path) -> Path:
     return out
 
 
+def shadow_line(shadow: dict[str, int]) -> str:
+    """The line under the report table: labels lost to a full shadow queue, and what to do.
+
+    Args:
+        shadow: ``Ledger.shadow_summary()`` (``{"dropped": n}``).
+    """
+    dropped = shadow.get("dropped", 0)
+    hint = "; raise shadow.max_pending or shadow.workers" if dropped else ""
+    return f"shadow jobs dropped (queue full): {dropped}{hint}"
+
+
 # --------------------------------------------------------------------------- serving status
 
-SERVING_STATUS_SUFFIX = ".status.json"
-"""``hybridgate distill`` writes ``policy.status.json`` beside the ``policy.yaml`` it writes."""
-
-
-def serving_status_path(policy_path: str | Path) -> Path:
-    """Where the status of the policy at ``policy_path`` lives (``policy.yaml`` ->
-    ``policy.status.json``)."""
-    p = Path(policy_path)
-    return p.with_name(p.stem + SERVING_STATUS_SUFFIX)
+SERVING_STATUS_SUFFIX = STATUS_SUFFIX
+"""``hybridgate distill`` writes ``policy.status.json`` beside the ``policy.yaml`` it writes
+(``serving_status_path``, from ``router._paths`` with every other location)."""
 
 
 def read_serving_status(policy_path: str | Path) -> dict[str, Any] | None:
@@ -375,6 +381,7 @@ __all__ = [
     "render_table",
     "serving_status_lines",
     "serving_status_path",
+    "shadow_line",
     "summarize",
     "to_csv",
     "to_json",

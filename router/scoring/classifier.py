@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from router.errors import NotFittedError
+from router._errors import NotFittedError
 from router.scoring.features import (
     ANALYZERS,
     HAND_FEATURE_NAMES,
@@ -29,6 +29,8 @@ from router.scoring.features import (
 
 _FORMAT = "hybridgate.difficulty_classifier"
 _FORMAT_VERSION = 1
+_NOT_SAVED = frozenset({"threshold"})
+"""Params left out of saved files: serving reads the policy's thresholds, never these."""
 
 
 def _sigmoid(z: float) -> float:
@@ -45,10 +47,13 @@ class DifficultyClassifier:
 
         clf = DifficultyClassifier(features="tfidf+hand").fit(prompts, local_ok)
         clf.predict_proba(["What is 2+2?"])[:, 1]   # P(local acceptable)
-        clf.set_params(threshold=0.7).save("router.json")
+        clf.save("router.json")   # then point a policy's ``classifier:`` at it
 
     Args:
-        threshold: ``predict`` routes a prompt local (1) when P(local acceptable) >= threshold.
+        threshold: The cut :meth:`predict` uses (offline use only). Not saved: the
+            gateway applies the policy's ``thresholds.*`` to :meth:`predict_proba`, so a policy
+            is the one home of routing cut-offs (``hybridgate tune`` writes them there), and a
+            loaded classifier predicts at the default 0.5 until ``set_params`` says otherwise.
         features: Feature sets joined by ``+``: ``tfidf`` (word 1-2-grams), ``char`` (char
             3-5-grams), ``hand`` (counts of numbers, length, operation keywords).
         C: Inverse L2-regularisation strength of the logistic regression; smaller is smoother.
@@ -266,13 +271,17 @@ class DifficultyClassifier:
         return np.column_stack([1.0 - p, p]) if len(p) else np.zeros((0, 2))
 
     def predict(self, X: Sequence[str]) -> np.ndarray:  # noqa: N803
-        """Return 1 (route local) where P(local acceptable) >= ``threshold``, else 0."""
+        """Return 1 (local) where P(local acceptable) >= ``threshold``, else 0.
+
+        The gateway does not call this: it compares :meth:`predict_proba` with the policy's
+        thresholds (``route``, ``hybrid_low``/``hybrid_high``)."""
         return (self.predict_proba(X)[:, 1] >= float(self.threshold)).astype(int)
 
     # -- persistence ----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """Params and learned state as JSON-ready data (what :meth:`save` writes)."""
+        """Params (all but ``threshold``, which the policy owns) and learned state as JSON-ready
+        data (what :meth:`save` writes)."""
         self._check_fitted()
         vocab_lists = {
             name: [t for t, _ in sorted(v.items(), key=lambda kv: kv[1])]
@@ -281,7 +290,7 @@ class DifficultyClassifier:
         return {
             "format": _FORMAT,
             "version": _FORMAT_VERSION,
-            "params": self.get_params(),
+            "params": {k: v for k, v in self.get_params().items() if k not in _NOT_SAVED},
             "state": {
                 "feature_sets": list(self.feature_sets_),
                 "vocabulary": vocab_lists,
@@ -315,7 +324,9 @@ class DifficultyClassifier:
         unknown = set(state["feature_sets"]) - set(ANALYZERS) - {"hand"}
         if unknown:
             raise ValueError(f"saved classifier uses unknown feature sets {sorted(unknown)}")
-        clf = cls(**data["params"])
+        # Files written before the policy owned the cut-off carry a ``threshold`` nobody read.
+        params = {k: v for k, v in data["params"].items() if k not in _NOT_SAVED}
+        clf = cls(**params)
         clf.feature_sets_ = tuple(state["feature_sets"])
         clf.vocabulary_ = {
             name: {t: i for i, t in enumerate(terms)} for name, terms in state["vocabulary"].items()

@@ -1,25 +1,22 @@
 """How sure the local model was of its own answer, from its token log-probabilities.
 
-The cascade answers locally first and keeps the answer when ``confidence >= threshold``, else
-escalates to the cloud. Confidence is in [0, 1]:
-
-- Default (no fitted model): the **geometric-mean token probability**, ``exp(mean logprob)``.
-  It needs no training data, is monotone in the average surprise of the answer and does not
-  shrink with answer length (a product of probabilities would punish long answers).
-- With a :class:`ConfidenceModel` fitted on labelled answers (local answer acceptable or not),
-  a logistic regression on :class:`ConfidenceFeatures`, so the output is a calibrated
-  P(acceptable); this also uses the minimum and low-probability-token share, which catch a
-  single wrong digit in an otherwise fluent answer.
+The cascade answers locally first and keeps the answer when ``confidence >= thresholds.cascade``,
+else escalates to the cloud. Confidence is the **geometric-mean token probability**,
+``exp(mean logprob)``, in [0, 1]: it needs no training data, is monotone in the average surprise
+of the answer and does not shrink with answer length (a product of probabilities would punish
+long answers). ``hybridgate tune --what cascade`` picks ``thresholds.cascade`` on this score.
 
 An empty answer has confidence 0.0: there is nothing to trust, so the cascade escalates.
+
+:class:`ConfidenceFeatures` also reports the least likely token and the share of unsure tokens,
+for analysis.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 LOW_PROB = 0.5
 """A token with probability below this counts as "unsure" in ``frac_low_prob``."""
@@ -40,21 +37,11 @@ class ConfidenceFeatures:
     min_logprob: float
     """The least likely token's log-probability: one unsure token can sink a math answer."""
     geometric_mean_prob: float
-    """``exp(mean_logprob)`` in [0, 1]: the default confidence."""
+    """``exp(mean_logprob)`` in [0, 1]: what :func:`confidence` returns."""
     frac_low_prob: float
     """Share of tokens with probability below :data:`LOW_PROB`."""
     n_tokens: int
     """Number of generated tokens."""
-
-    def vector(self) -> list[float]:
-        """The features a :class:`ConfidenceModel` uses, in a fixed order."""
-        return [
-            self.mean_logprob,
-            max(self.min_logprob, -50.0),
-            self.geometric_mean_prob,
-            self.frac_low_prob,
-            math.log1p(self.n_tokens),
-        ]
 
 
 def _check(token_logprobs: Sequence[float]) -> list[float]:
@@ -93,134 +80,24 @@ def confidence_features(token_logprobs: Sequence[float]) -> ConfidenceFeatures:
     )
 
 
-@dataclass(frozen=True)
-class ConfidenceModel:
-    """Logistic regression from :class:`ConfidenceFeatures` to P(local answer acceptable).
-
-    Usage::
-
-        model = fit_confidence_model(logprob_lists, labels)
-        confidence(result.token_logprobs, model=model)
-        ConfidenceModel.from_dict(json.loads(text))   # round-trips through JSON, no pickle
-    """
-
-    coef: tuple[float, ...]
-    """One weight per entry of :meth:`ConfidenceFeatures.vector` (on standardised features)."""
-    intercept: float
-    mean: tuple[float, ...]
-    """Feature means used for standardising."""
-    scale: tuple[float, ...]
-    """Feature standard deviations used for standardising."""
-
-    def __post_init__(self) -> None:
-        width = len(ConfidenceFeatures(0.0, 0.0, 0.0, 0.0, 0).vector())
-        if not (len(self.coef) == len(self.mean) == len(self.scale) == width):
-            raise ValueError(f"ConfidenceModel needs {width} coef/mean/scale values")
-        if any(s <= 0 for s in self.scale):
-            raise ValueError("ConfidenceModel scale values must be > 0")
-
-    def predict(self, features: ConfidenceFeatures) -> float:
-        """P(acceptable) for one answer's features."""
-        if features.n_tokens == 0:
-            return 0.0
-        z = self.intercept + sum(
-            w * (x - m) / s
-            for w, x, m, s in zip(self.coef, features.vector(), self.mean, self.scale, strict=True)
-        )
-        return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ConfidenceModel:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            ValueError: If fields are missing or malformed.
-        """
-        try:
-            return cls(
-                coef=tuple(float(v) for v in data["coef"]),
-                intercept=float(data["intercept"]),
-                mean=tuple(float(v) for v in data["mean"]),
-                scale=tuple(float(v) for v in data["scale"]),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"malformed ConfidenceModel data: {exc}") from exc
-
-
-def fit_confidence_model(
-    token_logprobs: Sequence[Sequence[float]],
-    labels: Sequence[int],
-    *,
-    C: float = 1.0,  # noqa: N803
-) -> ConfidenceModel:
-    """Fit a calibrated confidence from labelled local answers.
-
-    Args:
-        token_logprobs: One list of token log-probabilities per local answer.
-        labels: 1 where that local answer was acceptable (judge agreed with the cloud), else 0.
-        C: Inverse L2-regularisation strength.
-
-    Returns:
-        The fitted model.
-
-    Raises:
-        ValueError: On mismatched lengths, labels other than 0/1, or only one class.
-    """
-    if len(token_logprobs) != len(labels):
-        raise ValueError(
-            f"got {len(token_logprobs)} answers but {len(labels)} labels; need one label each"
-        )
-    ys = [int(v) for v in labels]
-    if set(ys) - {0, 1}:
-        raise ValueError("labels must be 0/1 (1 = local answer acceptable)")
-    if len(set(ys)) < 2:
-        raise ValueError("labels have a single class; need acceptable and unacceptable answers")
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression  # lazy: fit-time only
-
-    raw = np.array([confidence_features(lp).vector() for lp in token_logprobs], dtype=float)
-    raw[~np.isfinite(raw)] = -50.0
-    mean = raw.mean(axis=0)
-    scale = raw.std(axis=0)
-    scale[scale == 0] = 1.0
-    model = LogisticRegression(C=C, max_iter=1000).fit((raw - mean) / scale, ys)
-    return ConfidenceModel(
-        coef=tuple(float(v) for v in model.coef_.ravel()),
-        intercept=float(model.intercept_[0]),
-        mean=tuple(float(v) for v in mean),
-        scale=tuple(float(v) for v in scale),
-    )
-
-
-def confidence(token_logprobs: Sequence[float], *, model: ConfidenceModel | None = None) -> float:
-    """Confidence in [0, 1] that a local answer is acceptable.
+def confidence(token_logprobs: Sequence[float]) -> float:
+    """Confidence in [0, 1] that a local answer is acceptable: ``exp(mean logprob)``.
 
     Args:
         token_logprobs: Natural-log probability of each generated token.
-        model: A fitted :class:`ConfidenceModel`; without one, ``exp(mean logprob)``.
 
     Returns:
-        0.0 for an empty answer, else the geometric-mean token probability or the model's
-        calibrated probability.
+        0.0 for an empty answer, else the geometric-mean token probability.
 
     Raises:
         ValueError: If a value is NaN or positive.
     """
-    features = confidence_features(token_logprobs)
-    if model is not None:
-        return model.predict(features)
-    return features.geometric_mean_prob
+    return confidence_features(token_logprobs).geometric_mean_prob
 
 
 __all__ = [
     "LOW_PROB",
     "ConfidenceFeatures",
-    "ConfidenceModel",
     "confidence",
     "confidence_features",
-    "fit_confidence_model",
 ]

@@ -11,10 +11,13 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from router.types import BackendResult, ChatRequest
+
+if TYPE_CHECKING:
+    from router.ledger import Label
 
 Judge = Callable[..., float]
 """``judge(*, answer: str, reference: str) -> float`` in [0, 1]."""
@@ -199,15 +202,96 @@ class LLMJudge:
         return (1.0 if verdict[:1] == ["yes"] else 0.0), result
 
 
+class LocalAnswer(Protocol):
+    """What labelling reads from a local answer: a ``BackendResult`` (shadow labelling) or a
+    ``local_models.GenerationResult`` (nightly relabelling) both fit."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def token_logprobs(self) -> Sequence[float] | None: ...
+    @property
+    def compute_seconds(self) -> float: ...
+
+
+def label_local_answer(
+    ledger: Any,
+    request_id: str,
+    local: LocalAnswer,
+    *,
+    reference: str,
+    usd_per_hour: float,
+    judge: str = "auto",
+    llm_judge: Callable[[str, str], float] | None = None,
+) -> Label:
+    """Judge a local answer against the cloud's and store the label in the ledger.
+
+    The one labelling step behind shadow labelling (live traffic) and nightly relabelling (a
+    newly promoted adapter re-answering labelled prompts), so ``hybridgate tune`` fits on
+    labels made one way: the same judge choice, the same confidence the cascade sees and the
+    same local-cost formula as the ledger's rows.
+
+    Args:
+        ledger: Anything with ``add_label`` (``router.ledger.Ledger``).
+        request_id: The request the label is about.
+        local: The local answer, with its token log-probabilities and compute seconds.
+        reference: The cloud (teacher) answer it is judged against.
+        usd_per_hour: Local hardware price (``local.usd_per_hour``), for the label's cost.
+        judge: A rule judge's name, ``"auto"`` (picked from the reference's shape) or
+            ``"llm"`` (then ``llm_judge`` scores).
+        llm_judge: ``(answer, reference) -> score`` for ``judge="llm"``; it may call and
+            ledger the cloud.
+
+    Returns:
+        The label as stored (its ``ts`` is this process's clock at labelling).
+
+    Raises:
+        ValueError: An unknown judge, or ``"llm"`` without ``llm_judge``.
+    """
+    import time
+
+    from router.ledger import Label
+    from router.ledger.pricing import local_cost
+    from router.scoring.confidence import confidence
+
+    name = auto_judge(reference) if judge == "auto" else judge
+    if name == "llm":
+        if llm_judge is None:
+            raise ValueError("judge 'llm' needs llm_judge (a cloud transport)")
+        score = float(llm_judge(local.text, reference))
+    else:
+        score = float(get_judge(name)(answer=local.text, reference=reference))
+    label = Label(
+        request_id=request_id,
+        judge=name,
+        label=score,
+        local_answer=local.text,
+        local_confidence=confidence(local.token_logprobs or []),
+        local_cost_usd=local_cost(local.compute_seconds, usd_per_hour),
+        ts=time.time(),
+    )
+    ledger.add_label(
+        request_id,
+        judge=label.judge,
+        label=label.label,
+        local_answer=label.local_answer,
+        local_confidence=label.local_confidence,
+        local_cost_usd=label.local_cost_usd,
+    )  # ts: the ledger's clock, as for every label
+    return label
+
+
 __all__ = [
     "JUDGES",
     "Judge",
     "LLMJudge",
+    "LocalAnswer",
     "auto_judge",
     "exact_match",
     "extract_final_number",
     "final_number",
     "get_judge",
+    "label_local_answer",
     "label_match",
     "normalize",
     "token_f1",

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from router._text import last_user_text
 from router.tuning.sweep import TuneResult, tune_threshold
 
 Target = Literal["route", "cascade"]
@@ -34,13 +35,6 @@ class LabelledSet:
         return len(self.prompts)
 
 
-def _last_user(messages: list[dict[str, Any]] | None) -> str:
-    for m in reversed(messages or []):
-        if m.get("role") == "user" and m.get("content"):
-            return str(m["content"])
-    return ""
-
-
 def labelled_from_ledger(
     ledger: Any, *, threshold: float = 0.5, classes: Collection[str] | None = None
 ) -> LabelledSet:
@@ -57,7 +51,7 @@ def labelled_from_ledger(
         wanted = {c.strip() for c in classes}
     prompts, labels, cloud, local, conf = [], [], [], [], []
     for entry, label in ledger.labelled():
-        text = _last_user(entry.messages)
+        text = last_user_text(entry.messages)
         if not text:
             continue  # content storage was off for this request
         if classes is not None and traffic_class(entry.messages or []) not in wanted:

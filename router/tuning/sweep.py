@@ -29,6 +29,18 @@ MAX_CANDIDATES = 200
 DEFAULT_MIN_LABELS = 50
 """Fewer labelled requests than this give a threshold too noisy to trust."""
 
+TARGET_TOLERANCE = 1e-12
+"""Float slack when comparing a quality bound with the target (0.97 may be 0.9699999...)."""
+
+
+def meets_target(quality_lo: float, target_quality: float) -> bool:
+    """The one verdict rule: quality's bootstrap lower bound clears the target.
+
+    The sweep picks its threshold with it and ``hybridgate tune`` reports with it, so the
+    printed verdict cannot disagree with the choice.
+    """
+    return quality_lo >= target_quality - TARGET_TOLERANCE
+
 
 @dataclass(frozen=True)
 class CurvePoint:
@@ -66,6 +78,11 @@ class TuneResult:
     target_quality: float
     n_labels: int
     curve: list[CurvePoint] = field(default_factory=list)
+
+    @property
+    def meets_target(self) -> bool:
+        """The chosen threshold's 95% lower bound of quality clears ``target_quality``."""
+        return meets_target(self.quality_ci[0], self.target_quality)
 
 
 def _as_array(name: str, values: Sequence[float], n: int | None) -> np.ndarray:
@@ -177,7 +194,7 @@ def tune_threshold(
             thresholds, quality, lo, hi, cost_fraction, local_fraction, strict=True
         )
     ]
-    feasible = [i for i in range(len(curve)) if lo[i] >= target_quality - 1e-12]
+    feasible = [i for i in range(len(curve)) if meets_target(lo[i], target_quality)]
     best = min(feasible, key=lambda i: (cost_fraction[i], -local_fraction[i]))
     chosen = curve[best]
     return TuneResult(
@@ -214,6 +231,19 @@ def format_curve(result: TuneResult, *, rows: int = 15) -> str:
         f"target {result.target_quality:.3f} (95% lower bound) on {result.n_labels} labels"
     )
     return "\n".join(lines)
+
+
+def format_choice(result: TuneResult, *, what: str = "route") -> str:
+    """One line for ``hybridgate tune``: the chosen ``what`` threshold, its quality interval,
+    the verdict against the target, and what it costs."""
+    verdict = "meets" if result.meets_target else "cannot meet (all-cloud chosen)"
+    lo, hi = result.quality_ci
+    return (
+        f"{what} threshold {result.threshold:.3f}: quality {result.expected_quality:.3f} "
+        f"[95% CI {lo:.3f}-{hi:.3f}] {verdict} target {result.target_quality:g}; "
+        f"cost {result.cost_fraction:.1%} of all-cloud, {result.local_fraction:.1%} local, "
+        f"{result.n_labels} labels"
+    )
 
 
 def plot_curve(result: TuneResult, path: str | Path) -> Path:
@@ -253,8 +283,11 @@ def plot_curve(result: TuneResult, path: str | Path) -> Path:
 __all__ = [
     "DEFAULT_MIN_LABELS",
     "CurvePoint",
+    "TARGET_TOLERANCE",
     "TuneResult",
+    "format_choice",
     "format_curve",
+    "meets_target",
     "plot_curve",
     "tune_threshold",
 ]

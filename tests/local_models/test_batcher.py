@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from local_models import DynamicBatcher, GenerationRequest, GenerationResult
-from router.errors import LocalModelError, ModelLoadError, Overloaded
+from local_models.errors import LocalModelError, ModelLoadError, Overloaded
 
 PROMPTS = [f"Question number {i}: " + "why " * (i % 5) for i in range(12)]
 

@@ -1,4 +1,4 @@
-"""The local response cache: key completeness, tenants, TTL, corruption, and no pickle."""
+"""The response cache: key completeness, tenants, TTL, corruption, and no pickle."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from router._gateway.cache import CacheConfig, ResponseCache
+from router._gateway.cache import ResponseCache
 from router.errors import PolicyError
+from router.policy import CacheSettings
 from router.types import BackendResult, ChatRequest
 
 MODEL = "smollm2-135m"
@@ -31,7 +32,7 @@ def _req(**overrides: object) -> ChatRequest:
 
 @pytest.fixture
 def cache(tmp_path: Path) -> ResponseCache:
-    with ResponseCache(CacheConfig(directory=str(tmp_path / "cache"))) as c:
+    with ResponseCache(directory=tmp_path / "cache") as c:
         yield c
 
 
@@ -116,18 +117,18 @@ def test_tenants_never_see_each_other(cache: ResponseCache) -> None:
 
 def test_sampled_requests_are_not_cached_by_default(tmp_path: Path) -> None:
     sampled = _req(temperature=0.8)
-    with ResponseCache(CacheConfig(directory=str(tmp_path / "a"))) as strict:
+    with ResponseCache(directory=tmp_path / "a") as strict:
         assert not strict.cacheable(sampled)
         assert _put(strict, sampled) is False
         assert strict.cacheable(_req(temperature=None, seed=1))
-    config = CacheConfig(directory=str(tmp_path / "b"), cache_nondeterministic=True)
-    with ResponseCache(config) as loose:
+    config = CacheSettings(cache_nondeterministic=True)
+    with ResponseCache(config, directory=tmp_path / "b") as loose:
         assert _put(loose, sampled) is True
         assert loose.get(sampled, model=MODEL, adapter_version="a1").text == "4"
 
 
 def test_disabled_cache_stores_nothing(tmp_path: Path) -> None:
-    with ResponseCache(CacheConfig(enabled=False, directory=str(tmp_path / "off"))) as off:
+    with ResponseCache(CacheSettings(enabled=False), directory=tmp_path / "off") as off:
         assert _put(off, _req()) is False
         assert off.get(_req(), model=MODEL, adapter_version="a1") is None
         assert off.stats()["entries"] == 0
@@ -137,7 +138,7 @@ def test_disabled_cache_stores_nothing(tmp_path: Path) -> None:
 def test_entries_expire_after_ttl(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     clock = [1_000_000.0]
     monkeypatch.setattr(time, "time", lambda: clock[0])
-    with ResponseCache(CacheConfig(directory=str(tmp_path / "ttl"), ttl_s=60)) as c:
+    with ResponseCache(CacheSettings(ttl_s=60), directory=tmp_path / "ttl") as c:
         _put(c, _req())
         clock[0] += 59
         assert c.get(_req(), model=MODEL, adapter_version="a1") is not None
@@ -147,11 +148,11 @@ def test_entries_expire_after_ttl(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 def test_corrupt_database_is_rebuilt_with_a_warning(tmp_path: Path) -> None:
     directory = tmp_path / "corrupt"
-    with ResponseCache(CacheConfig(directory=str(directory))) as c:
+    with ResponseCache(directory=directory) as c:
         _put(c, _req())
     (directory / "cache.db").write_bytes(os.urandom(8192))
     with pytest.warns(RuntimeWarning, match="corrupt"):
-        c = ResponseCache(CacheConfig(directory=str(directory)))
+        c = ResponseCache(directory=directory)
     with c:
         assert c.get(_req(), model=MODEL, adapter_version="a1") is None
         assert _put(c, _req(), text="fresh") is True
@@ -212,14 +213,31 @@ def test_clear_and_stats(cache: ResponseCache) -> None:
 def test_invalid_config_names_the_field(kwargs: dict) -> None:
     field = next(iter(kwargs))
     with pytest.raises(PolicyError, match=f"cache.{field}"):
-        CacheConfig(**kwargs)
+        CacheSettings(**kwargs)
+
+
+def test_the_cache_takes_the_policy_section_itself() -> None:
+    """One class per concept: the policy's ``cache:`` section is the cache's config, so its
+    defaults are the cache's defaults (they once drifted apart in two classes)."""
+    from router import _defaults
+    from router.policy import load_policy
+
+    settings = CacheSettings()
+    assert (settings.ttl_s, settings.size_limit_mb) == (
+        _defaults.CACHE_TTL_S,
+        _defaults.CACHE_SIZE_LIMIT_MB,
+    )
+    policy = load_policy("cost-saver")
+    with ResponseCache(policy.cache) as c:
+        assert c.config is policy.cache
+        assert c._settings()["size_limit"] == policy.cache.size_limit_mb * 2**20
 
 
 def test_default_directory_lives_under_hybridgate_home(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("HYBRIDGATE_HOME", str(tmp_path / "home"))
-    with ResponseCache(CacheConfig()) as c:
+    with ResponseCache() as c:
         assert c.directory == tmp_path / "home" / "cache"
         _put(c, _req())
     assert (tmp_path / "home" / "cache" / "cache.db").is_file()

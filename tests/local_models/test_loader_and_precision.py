@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from local_models import LocalModelConfig, loader, resolve_model
+from local_models.errors import ModelLoadError
 from local_models.quantization import available_precisions, get_backend
-from router.errors import ModelLoadError
 
 
 def test_nf4_on_cpu_names_the_missing_cuda():

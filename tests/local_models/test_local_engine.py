@@ -7,7 +7,7 @@ import math
 import pytest
 
 from local_models import GenerationRequest
-from router.errors import InvalidRequest
+from local_models.errors import InvalidRequest
 
 PROMPTS = [
     "Hi",

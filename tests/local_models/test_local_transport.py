@@ -44,6 +44,21 @@ def test_default_max_tokens_is_256(transport, monkeypatch):
     assert seen[0].max_tokens == 256 and seen[0].temperature == 0.0
 
 
+@pytest.mark.parametrize(("asked", "generated"), [(None, 12), (5, 5), (12, 12), (500, 12)])
+def test_max_new_tokens_is_the_length_and_the_cap(make_engine, monkeypatch, asked, generated):
+    """``local.max_new_tokens``: the answer length without max_tokens, the cap above it."""
+    t = LocalTransport(make_engine(adapter_path=None), model_name="tiny", max_new_tokens=12)
+    seen = []
+    monkeypatch.setattr(t.batcher, "submit", lambda r: seen.append(r) or _done(r))
+    monkeypatch.setattr(t.batcher, "stream", lambda r: seen.append(r) or iter([_done(r).result()]))
+    try:
+        t.complete(ChatRequest(messages=MSGS, model="m", max_tokens=asked))
+        list(t.stream(ChatRequest(messages=MSGS, model="m", max_tokens=asked)))
+    finally:
+        t.close()
+    assert [r.max_tokens for r in seen] == [generated, generated]
+
+
 def _done(req):
     from local_models import GenerationResult
 
@@ -95,3 +110,110 @@ def test_overloaded_passes_through(make_engine):
     with pytest.raises(Overloaded):
         t.complete(ChatRequest(messages=MSGS, model="m"))
     t.close()
+
+
+# ----------------------------------------------------------------------------- error boundary
+
+# Every error local_models raises, and the router.errors type the transport turns it into. A new
+# local error without an entry here fails the first test (as httpx's test_exceptions.py does).
+EXPECTED = {
+    "LocalModelError": "LocalModelError",
+    "ModelLoadError": "ModelLoadError",
+    "InvalidRequest": "InvalidRequest",
+    "Overloaded": "Overloaded",
+    "BatcherClosed": "LocalModelError",
+    "RegistryError": "ModelLoadError",
+    "AdapterMetadataError": "ModelLoadError",
+}
+
+
+def test_every_local_models_error_has_a_translation():
+    from local_models import errors as local
+
+    assert set(EXPECTED) == set(local.__all__)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_local_models_errors_become_router_errors_chained(name):
+    from local_models import errors as local
+    from router import errors
+    from router._transports.local import translate
+
+    exc = getattr(local, name)("the local thing broke")
+    translated = translate(exc)
+    assert isinstance(translated, getattr(errors, EXPECTED[name]))
+    assert isinstance(translated, errors.HybridGateError)
+    assert translated.__cause__ is exc
+    assert str(translated) == "the local thing broke"
+
+
+def test_translation_keeps_the_parameter_and_the_public_adapter_metadata_name():
+    from local_models import errors as local
+    from router._transports.local import translate
+
+    bad = translate(local.InvalidRequest("too long", param="messages"))
+    assert isinstance(bad, InvalidRequest) and bad.param == "messages"
+    meta = translate(local.AdapterMetadataError("metadata.json: broken"))
+    # still what `except training.AdapterMetadataError` around a client call catches
+    assert isinstance(meta, local.AdapterMetadataError)
+    assert type(meta).__name__ == "AdapterMetadataError"  # the ledger's error_type
+
+
+def test_queue_full_from_the_batcher_reaches_the_caller_as_router_overloaded(make_engine):
+    from local_models import errors as local
+
+    batcher = DynamicBatcher(make_engine(), max_batch_size=1, max_wait_ms=0, max_queue=1)
+    t = LocalTransport(batcher, model_name="x")
+
+    def full(req, on_delta=None):
+        raise local.Overloaded("local queue full")
+
+    batcher.submit = full
+    with pytest.raises(Overloaded) as info:
+        t.complete(ChatRequest(messages=MSGS, model="m"))
+    assert isinstance(info.value.__cause__, local.Overloaded)
+    t.close()
+
+
+def test_a_prompt_over_the_context_is_a_router_invalid_request(make_engine):
+    t = LocalTransport(make_engine(max_context_tokens=16), model_name="x")
+    with pytest.raises(InvalidRequest, match="context limit") as info:
+        t.complete(ChatRequest(messages=({"role": "user", "content": "word " * 40},), model="m"))
+    assert info.value.param == "messages"
+    t.close()
+
+
+def test_building_the_transport_raises_router_model_load_error(tmp_path):
+    from local_models import LocalModelConfig
+    from local_models import errors as local
+    from router.errors import ModelLoadError
+
+    config = LocalModelConfig(model=str(tmp_path), precision="fp32", device="cpu")
+    with pytest.raises(ModelLoadError, match="not a model directory") as info:
+        LocalTransport.from_config(config)
+    assert isinstance(info.value.__cause__, local.ModelLoadError)
+
+
+def test_a_pinned_local_request_sees_router_model_load_error_when_the_model_is_missing(tmp_path):
+    """The client builds the local transport on first use: a load failure must reach the
+    caller as ``router.errors.ModelLoadError`` (an ``openai.InternalServerError``)."""
+    import openai
+
+    from router import HybridClient
+    from router.errors import ModelLoadError
+    from router.ledger import Ledger
+    from router.policy import policy_from_dict
+
+    policy = policy_from_dict(
+        {
+            "mode": "local",
+            "cloud": {"model": "gpt-4o-mini"},
+            "local": {"model": str(tmp_path), "adapter": None},
+            "cache": {"enabled": False},
+        }
+    )
+    with HybridClient(policy=policy, ledger=Ledger(tmp_path / "l.sqlite")) as client:
+        with pytest.raises(ModelLoadError, match="not a model directory") as info:
+            client.chat.completions.create(messages=list(MSGS), temperature=0)
+        assert isinstance(info.value, openai.InternalServerError)
+        assert [r.error_type for r in client.ledger.rows()] == ["ModelLoadError"]

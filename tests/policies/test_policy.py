@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policies import BUNDLED_POLICIES, policy_path
+from policies import BUNDLED_POLICIES, UnknownPolicyError, policy_path
 from router.errors import PolicyError
 from router.policy import (
     BudgetConfig,
+    CacheSettings,
     CloudConfig,
     LocalConfig,
-    ModelPriceConfig,
+    ModelPrice,
     RoutingPolicy,
     Thresholds,
     load_policy,
@@ -100,8 +101,23 @@ def test_load_policy_accepts_path_objects_and_strings(tmp_path: Path) -> None:
 def test_unknown_bundled_name_suggests_the_closest() -> None:
     with pytest.raises(PolicyError, match=r"did you mean the bundled policy 'cost-saver'"):
         load_policy("cost-savr")
-    with pytest.raises(PolicyError, match=r"did you mean 'default'"):
+    # The locator raises its own plain error (it imports nothing from router) ...
+    with pytest.raises(UnknownPolicyError, match=r"did you mean 'default'") as info:
         policy_path("defualt")
+    assert isinstance(info.value, ValueError) and not isinstance(info.value, PolicyError)
+
+
+def test_the_locator_error_becomes_a_policy_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ... which router.policy translates, should a bundled name ever fail to resolve.
+    import policies
+
+    def broken(name: str) -> Path:
+        raise UnknownPolicyError(f"unknown bundled policy {name!r}")
+
+    monkeypatch.setattr(policies, "policy_path", broken)
+    with pytest.raises(PolicyError, match="unknown bundled policy 'default'") as info:
+        load_policy("default")
+    assert info.value.__cause__ is None  # one clear message, no chained locator error
 
 
 # ----------------------------------------------------------------------------- error messages
@@ -260,7 +276,7 @@ def test_policy_is_frozen_and_hashable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         policy.mode = "local"  # type: ignore[misc]
     with pytest.raises(TypeError):
-        policy.cloud.prices["gpt-4o"] = ModelPriceConfig(input_per_mtok=1, output_per_mtok=1)  # type: ignore[index]
+        policy.cloud.prices["gpt-4o"] = ModelPrice(input_per_mtok=1, output_per_mtok=1)  # type: ignore[index]
     assert {policy: 1}[load_policy("default")] == 1
 
 
@@ -289,7 +305,7 @@ def test_replace_supports_dotted_and_object_values() -> None:
     assert swapped.local == LocalConfig(adapter=None)
     assert swapped.budget.daily_usd == 1.0
     priced = policy.replace(
-        **{"cloud.prices": {"m": ModelPriceConfig(input_per_mtok=1, output_per_mtok=2)}}
+        **{"cloud.prices": {"m": ModelPrice(input_per_mtok=1, output_per_mtok=2)}}
     )
     assert priced.cloud.prices["m"].output_per_mtok == 2.0
 
@@ -333,6 +349,26 @@ def test_max_local_prompt_tokens_falls_back_to_the_local_limit() -> None:
     assert policy.replace(**{"rules.max_local_prompt_tokens": 300}).max_local_prompt_tokens == 300
 
 
+@pytest.mark.parametrize("module", ["router.policy", "router.ledger", "router.ledger.pricing"])
+def test_importing_policy_and_ledger_pulls_no_sdk(module: str) -> None:
+    """The CLI's fast paths: no openai/httpx (0.7 s), let alone torch or litellm."""
+    code = (
+        f"import sys, {module}; "
+        "heavy = {'openai', 'httpx', 'torch', 'litellm', 'transformers'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+def test_the_bundled_policy_locator_imports_nothing_from_router() -> None:
+    code = (
+        "import sys, policies; policies.policy_path('default'); "
+        "mine = [m for m in sys.modules if m == 'router' or m.startswith('router.')]; "
+        "assert not mine, mine"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
 def test_importing_policy_module_stays_light() -> None:
     code = (
         "import sys, router.policy, policies; router.policy.load_policy('default'); "
@@ -364,3 +400,51 @@ def test_distill_section_and_local_classes_validate_and_round_trip(tmp_path: Pat
     ]:
         with pytest.raises(PolicyError, match=re.escape(expected)):
             parse_policy(text, source="x.yaml")
+
+
+# ----------------------------------------------------------------------------- one home per default
+
+
+def test_section_defaults_come_from_router_defaults() -> None:
+    from router import _defaults as d
+
+    cloud, local, cache = CloudConfig(), LocalConfig(), CacheSettings()
+    assert (cloud.timeout_s, cloud.connect_timeout_s, cloud.deadline_s) == (
+        d.CLOUD_TIMEOUT_S,
+        d.CLOUD_CONNECT_TIMEOUT_S,
+        d.CLOUD_DEADLINE_S,
+    )
+    assert (cloud.max_retries, cloud.backoff_base_s, cloud.backoff_max_s) == (
+        d.CLOUD_MAX_RETRIES,
+        d.BACKOFF_BASE_S,
+        d.BACKOFF_MAX_S,
+    )
+    assert (local.max_batch_size, local.max_wait_ms, local.max_queue) == (
+        d.LOCAL_MAX_BATCH_SIZE,
+        d.LOCAL_MAX_WAIT_MS,
+        d.LOCAL_MAX_QUEUE,
+    )
+    assert (local.max_prompt_tokens, local.max_new_tokens) == (
+        d.LOCAL_MAX_PROMPT_TOKENS,
+        d.LOCAL_MAX_NEW_TOKENS,
+    )
+    assert (cache.ttl_s, cache.size_limit_mb) == (d.CACHE_TTL_S, d.CACHE_SIZE_LIMIT_MB)
+
+
+def test_local_section_builds_the_engine_config_without_drift() -> None:
+    """``local_models`` cannot import ``router._defaults``; its copies must agree with the
+    policy's, and every shared field must come from the policy, not from those copies."""
+    from local_models.config import LocalModelConfig
+
+    assert LocalConfig().engine_config() == LocalModelConfig()
+    local = LocalConfig(
+        model="m.gguf", precision="int8", max_batch_size=4, max_wait_ms=1, max_queue=8
+    )
+    built = local.engine_config(adapter_path="/a/v7", adapter_version="v7")
+    assert (built.model, built.precision, built.adapter_path, built.adapter_version) == (
+        "m.gguf",
+        "int8",
+        "/a/v7",
+        "v7",
+    )
+    assert (built.max_batch_size, built.max_wait_ms, built.max_queue) == (4, 1.0, 8)

@@ -7,7 +7,6 @@ gateway handles it like any local failure: the cloud answers, the ledger says wh
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ QUESTION = "How do I activate my card?"
 
 
 def _broken_registry(home: Path) -> Path:
-    from training.registry import AdapterRegistry
+    from local_models.registry import AdapterRegistry
 
     src = home / "adapter"
     src.mkdir(parents=True)
@@ -121,16 +120,3 @@ def test_registry_names_a_broken_history_or_current_pointer(tmp_path: Path) -> N
     (root / "CURRENT").write_text("v0042")
     with pytest.raises(AdapterMetadataError, match="CURRENT: names adapter 'v0042'"):
         reg.current()
-
-
-def test_engine_refuses_unparseable_answer_sets_instead_of_serving_unconstrained(
-    tmp_path: Path,
-) -> None:
-    from local_models.answer_sets import read_answer_sets
-
-    assert read_answer_sets(tmp_path) == {}  # a plain PEFT dir: no metadata, no constraint
-    (tmp_path / "metadata.json").write_text(json.dumps({"answer_sets": {"": ["yes", "no"]}}))
-    assert read_answer_sets(tmp_path) == {"": ("yes", "no")}
-    (tmp_path / "metadata.json").write_text('{"answer_sets": ')
-    with pytest.raises(ModelLoadError, match="metadata.json: broken adapter metadata"):
-        read_answer_sets(tmp_path)

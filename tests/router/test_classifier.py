@@ -92,6 +92,21 @@ def test_threshold_controls_predict() -> None:
     np.testing.assert_array_equal(clf.predict(X), (p >= mid).astype(int))
 
 
+def test_saved_file_leaves_the_cut_off_to_the_policy(tmp_path) -> None:
+    """Serving compares predict_proba with the policy's thresholds; a second, saved copy of the
+    cut-off in classifier.json was never read, so it is not written (and an old one is ignored)."""
+    X, y = _synthetic()
+    clf = DifficultyClassifier(threshold=0.9, features="tfidf").fit(X, y)
+    path = clf.save(tmp_path / "clf.json")
+    data = json.loads(path.read_text())
+    assert "threshold" not in data["params"]
+    data["params"]["threshold"] = 0.9  # as an older hybridgate wrote it
+    path.write_text(json.dumps(data))
+    loaded = DifficultyClassifier.load(path)
+    assert loaded.threshold == 0.5
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
 def test_matches_sklearn_logistic_regression_on_same_features() -> None:
     """The numpy re-implementation must give sklearn's probabilities, or routing drifts."""
     from sklearn.feature_extraction.text import TfidfVectorizer

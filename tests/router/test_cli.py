@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -84,3 +87,39 @@ def test_tune_with_too_few_labels_says_how_many_are_needed(tmp_path):
     result = runner.invoke(app, ["tune", "--ledger", str(path), "--out", str(tmp_path / "p.yaml")])
     assert result.exit_code == 2
     assert "need at least" in result.output and "have 6" in result.output
+
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("openai", "litellm", "torch", "transformers", "sklearn")
+
+LIGHT_REPORT = """
+import sys
+import router.cli
+print(",".join(m for m in {heavy!r} + ("rich",) if m in sys.modules))
+from typer.testing import CliRunner
+result = CliRunner().invoke(router.cli.app, ["report", "--ledger", sys.argv[1], "-f", "json"])
+assert result.exit_code == 0, result.output
+print(",".join(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+def test_import_and_report_stay_light(tmp_path):
+    """``import router.cli`` loads no command's libraries (not even rich), and ``report``
+    runs without openai, litellm or torch, now that the commands live in seven modules."""
+    path = tmp_path / "ledger.sqlite"
+    _seed_ledger(path, n=3)
+    code = LIGHT_REPORT.format(heavy=HEAVY)
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["", ""], run.stdout
+
+
+def test_python_dash_m_router_cli_is_the_hybridgate_command():
+    run = subprocess.run(
+        [sys.executable, "-m", "router.cli", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    for command in ("ask", "report", "doctor", "tune", "bench", "distill", "adapters", "demo"):
+        assert command in run.stdout

@@ -148,7 +148,7 @@ def test_report_shows_how_many_shadow_jobs_were_dropped(tmp_path: Path) -> None:
 
 
 def _registry_with(tmp_path: Path, created: float | None = None) -> Path:
-    from training.registry import AdapterRegistry
+    from local_models.registry import AdapterRegistry
 
     src = tmp_path / "adapter"
     src.mkdir()

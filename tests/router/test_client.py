@@ -330,3 +330,25 @@ def test_unknown_shadow_judge_is_a_policy_error(replay):
 
     with pytest.raises(PolicyError, match="judge"):
         make_policy(replay, shadow__judge="fuzzy")
+
+
+def test_the_policy_builds_the_local_transport_and_the_cache(replay, tmp_path, monkeypatch):
+    """client.py copies no fields: the local section builds the engine config (its
+    ``max_new_tokens`` reaching the transport), and the cache gets the cache section itself."""
+    import router._transports.local as local_transport
+
+    built = {}
+
+    def from_config(config, *, max_new_tokens):
+        built.update(config=config, max_new_tokens=max_new_tokens)
+        return local_answer()
+
+    monkeypatch.setattr(local_transport.LocalTransport, "from_config", from_config)
+    policy = make_policy(replay, "local").replace(
+        **{"local.max_new_tokens": 40, "local.max_batch_size": 4, "cache.enabled": True}
+    )
+    with HybridClient(policy=policy, ledger=Ledger(tmp_path / "l.sqlite")) as client:
+        client.chat.completions.create(**ask())
+        assert client._gateway.cache.config is policy.cache
+    assert built["max_new_tokens"] == 40
+    assert built["config"] == policy.local.engine_config()

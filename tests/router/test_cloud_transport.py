@@ -406,9 +406,16 @@ def test_parse_retry_after(headers: dict[str, str], seconds: float | None) -> No
     assert parse_retry_after(headers, now=now) == seconds
 
 
-def test_programming_errors_are_not_masked(transport: CloudTransport) -> None:
+def test_programming_errors_are_not_masked(
+    transport: CloudTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A bug (here: unusable messages) must surface as itself, not as a retryable cloud error.
-    transport.extra = {"messages": object()}
+    build = transport._kwargs
+    monkeypatch.setattr(
+        transport,
+        "_kwargs",
+        lambda request, *, stream: {**build(request, stream=stream), "messages": object()},
+    )
     with pytest.raises(TypeError):
         transport.complete(_request())
 

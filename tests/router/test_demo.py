@@ -60,3 +60,31 @@ def test_a_round_without_a_tuned_policy_goes_all_cloud(tmp_path):
     save_policy(base.replace(**{"rules.local_classes": ["x"]}), tmp_path / "policy.yaml")
     policy, shadowing = _round_policy(tmp_path / "policy.yaml", base, None, "http://127.0.0.1:1")
     assert not shadowing and policy.shadow.rate == 0.0
+
+
+def test_demo_summary_lines_compute_cost_shares_in_the_library(tmp_path):
+    """The demo's cost maths live in ``router.devtools.demo`` (the CLI only prints them)."""
+    from router.devtools.demo import DemoResult, RoundResult, cost_share
+    from router.ledger import LedgerEntry
+    from router.ledger.reports import summarize
+
+    def report(costs):
+        rows = [
+            LedgerEntry(
+                request_id=f"r{i}", ts=1.0, route="cloud", cost_usd=c, baseline_cost_usd=1.0
+            )
+            for i, c in enumerate(costs)
+        ]
+        return summarize(rows, by="route")
+
+    before, after = report([1.0, 1.0]), report([0.25, 0.25])
+    assert cost_share(before) == 1.0 and cost_share(after) == 0.25
+    assert cost_share(summarize([], by="route")) == 0.0  # no traffic: no division by zero
+    rnd = RoundResult(None, after, agreement=0.9, quality=0.98, local_share=0.75, seconds=1.0)
+    lines = DemoResult(before, [rnd], seconds=12.4, home=tmp_path).summary_lines()
+    assert lines == [
+        "before: cost 100.0% of all-cloud",
+        "after round 1: cost 25.0% of all-cloud, 75% answered locally, quality 98.0% of "
+        "all-cloud, student agreement 90.0% on its local answers",
+        f"demo finished in 12 s; ledger at {tmp_path / 'ledger.sqlite'}",
+    ]

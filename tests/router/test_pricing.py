@@ -41,7 +41,10 @@ def test_shipped_prices_match_the_litellm_file() -> None:
     assert path is not None and path.name == "model_prices_and_context_window_backup.json"
     raw = json.loads(path.read_text())["gpt-4o-mini"]
     price = PriceBook().price("gpt-4o-mini")
-    assert price == ModelPrice(raw["input_cost_per_token"], raw["output_cost_per_token"])
+    assert price == ModelPrice.per_token(
+        input_per_token=raw["input_cost_per_token"], output_per_token=raw["output_cost_per_token"]
+    )
+    assert price.input_per_token == pytest.approx(raw["input_cost_per_token"])
 
 
 def test_provider_prefix_falls_back_to_bare_name() -> None:
@@ -52,8 +55,8 @@ def test_provider_prefix_falls_back_to_bare_name() -> None:
 
 def test_full_name_wins_over_bare_name() -> None:
     builtin = {
-        "azure/m": ModelPrice(input_per_token=2.0, output_per_token=2.0),
-        "m": ModelPrice(input_per_token=1.0, output_per_token=1.0),
+        "azure/m": ModelPrice.per_token(input_per_token=2.0, output_per_token=2.0),
+        "m": ModelPrice.per_token(input_per_token=1.0, output_per_token=1.0),
     }
     book = PriceBook(builtin=builtin)
     assert book.price("azure/m").input_per_token == 2.0
@@ -99,8 +102,20 @@ def test_unknown_model_names_the_fix() -> None:
     ],
 )
 def test_malformed_custom_price_is_a_policy_error(bad: object) -> None:
-    with pytest.raises(PolicyError, match="my-model"):
+    with pytest.raises(PolicyError, match=r"^cloud\.prices\.my-model"):
         PriceBook({"my-model": bad})
+
+
+def test_one_price_type_for_policy_and_ledger() -> None:
+    """A policy's prices go into the book as they are: no second class, no hand-copied dict."""
+    from router.policy import ModelPrice as PolicyPrice
+    from router.policy import load_policy
+
+    assert PolicyPrice is ModelPrice
+    prices = load_policy("default").cloud.prices
+    book = PriceBook(prices)
+    assert book.price("gpt-4o-mini") is prices["gpt-4o-mini"]
+    assert book.cloud_cost("gpt-4o-mini", 2_000_000, 1_000_000) == pytest.approx(0.3 + 0.6)
 
 
 def test_negative_tokens_rejected() -> None:
@@ -125,4 +140,4 @@ def test_parse_price_map_skips_entries_without_token_prices() -> None:
             "odd": "not a mapping",
         }
     )
-    assert parsed == {"chat": ModelPrice(input_per_token=1e-6, output_per_token=2e-6)}
+    assert parsed == {"chat": ModelPrice(input_per_mtok=1.0, output_per_mtok=2.0)}

@@ -563,3 +563,44 @@ async def test_async_identical_concurrent_misses_are_coalesced(tmp_path):
         assert slow.requests_seen == 4
         assert {r.choices[0].message.content for r in replies} == {"same answer"}
         assert c.ledger.count() == 20
+
+
+# -- one plan for every call shape: streaming follows the same fallback rules -------------------
+
+
+class _Sure:
+    """A classifier that finds every request easy (routes it local, free to choose)."""
+
+    def predict_proba(self, texts):
+        return [[0.01, 0.99] for _ in texts]
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_a_streamed_local_failure_falls_back_when_free_and_stays_local_when_pinned(
+    replay, tmp_path, is_async
+):
+    async def collect_async(c, **kw):
+        return [x async for x in await c.chat.completions.create(**ask(stream=True, **kw))]
+
+    def collect(c, **kw):
+        if is_async:
+            return asyncio.run(collect_async(c, **kw))
+        return list(c.chat.completions.create(**ask(stream=True, **kw)))
+
+    cls = AsyncHybridClient if is_async else HybridClient
+    free = client(
+        policy(replay.base_url, "route"),
+        tmp_path,
+        local=failing_local(Overloaded("full")),
+        cls=cls,
+        classifier=_Sure(),
+    )
+    chunks = collect(free)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == CLOUD_ANSWER
+    assert free.ledger.rows()[-1].reason == "fallback:Overloaded"
+    seen = replay.requests_seen
+    with pytest.raises(Overloaded):
+        collect(free, metadata={"route": "local"})
+    assert replay.requests_seen == seen
+    assert free.ledger.rows()[-1].reason == "rule:forced_local(metadata.route)"

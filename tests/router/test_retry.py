@@ -80,3 +80,11 @@ async def test_async_retries():
         return "ok"
 
     assert await retrier.acall(fn) == "ok" and len(waits) == 1
+
+
+def test_retry_settings_come_from_the_policy_cloud_section():
+    from router.policy import CloudConfig
+
+    assert RetryConfig.from_policy(CloudConfig()) == RetryConfig()  # one set of defaults
+    cloud = CloudConfig(max_retries=1, backoff_base_s=0.25, backoff_max_s=4)
+    assert RetryConfig.from_policy(cloud) == RetryConfig(max_retries=1, base_s=0.25, max_s=4.0)

@@ -108,3 +108,54 @@ def test_a_ledger_from_before_the_events_table_reads_zero_drops(tmp_path: Path) 
     with Ledger(path) as led:  # a writer migrates it, and drops count from then on
         led.record_event(EVENT_SHADOW_DROPPED, request_id="r1")
         assert led.count_events(EVENT_SHADOW_DROPPED) == 1
+
+
+def test_shadow_labels_are_made_by_the_shared_labelling_step(ledger: Ledger) -> None:
+    """Shadow labelling and nightly relabelling store labels one way
+    (``router.scoring.judges.label_local_answer``): judge picked from the cloud answer,
+    confidence from the token log-probabilities, local cost by the ledger's formula."""
+    import math
+
+    from router.ledger import LedgerEntry
+    from router.scoring.judges import label_local_answer
+
+    class _Local:
+        def complete(self, request):
+            return BackendResult(text="card_arrival", token_logprobs=[-0.2], compute_seconds=2.0)
+
+    request = _request(0)
+    ledger.record(LedgerEntry(request_id=request.request_id, ts=1.0, route="cloud"))
+    labeller = ShadowLabeller(ledger=ledger, local=_Local, usd_per_hour=3.6, prices=object())
+    try:
+        assert labeller.submit(request, BackendResult(text="card_arrival"))
+        labeller.drain(timeout=10)
+    finally:
+        labeller.close()
+    ((_, stored),) = ledger.labelled()
+    assert (stored.judge, stored.label, stored.local_answer) == ("label_match", 1.0, "card_arrival")
+    assert stored.local_confidence == pytest.approx(math.exp(-0.2))
+    assert stored.local_cost_usd == pytest.approx(2.0 * 3.6 / 3600)
+
+    again = label_local_answer(
+        ledger,
+        request.request_id,
+        _Local().complete(request),
+        reference="card_arrival",
+        usd_per_hour=3.6,
+    )
+    ((_, relabelled),) = ledger.labelled()  # replaced, not added
+    for field in ("judge", "label", "local_answer", "local_confidence", "local_cost_usd"):
+        assert getattr(relabelled, field) == getattr(again, field) == getattr(stored, field)
+
+
+def test_the_llm_judge_needs_a_scorer() -> None:
+    from router.scoring.judges import label_local_answer
+
+    class _Nowhere:
+        def add_label(self, *args, **kwargs) -> None:
+            raise AssertionError("nothing may be stored")
+
+    with pytest.raises(ValueError, match="llm_judge"):
+        label_local_answer(
+            _Nowhere(), "r1", BackendResult(text="x"), reference="y", usd_per_hour=0, judge="llm"
+        )

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from router.tuning.sweep import format_curve, plot_curve, tune_threshold
+from router.tuning.sweep import (
+    format_choice,
+    format_curve,
+    meets_target,
+    plot_curve,
+    tune_threshold,
+)
 
 
 def _synthetic(n: int = 3000, seed: int = 0):
@@ -83,3 +91,20 @@ def test_format_and_plot(tmp_path) -> None:
     assert "<- chosen" in table and f"{result.threshold:.4f}" in table
     path = plot_curve(result, tmp_path / "curve.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_verdict_rule_for_the_choice_and_the_report() -> None:
+    """``tune`` prints the verdict the sweep chose by (one home: ``sweep.meets_target``)."""
+    assert meets_target(0.97, 0.97) and meets_target(0.97 - 1e-13, 0.97)
+    assert not meets_target(0.969, 0.97)
+    scores, labels, cloud, local = _synthetic()
+    result = tune_threshold(scores, labels, cloud, local, target_quality=0.99)
+    assert result.meets_target
+    assert all(
+        meets_target(p.quality_lo, 0.99) for p in result.curve if p.threshold == result.threshold
+    )
+    line = format_choice(result, what="cascade")
+    assert line.startswith(f"cascade threshold {result.threshold:.3f}: quality ")
+    assert "meets target 0.99;" in line and f"{result.n_labels} labels" in line
+    missed = dataclasses.replace(result, quality_ci=(0.5, 0.6))
+    assert "cannot meet (all-cloud chosen) target 0.99" in format_choice(missed)

@@ -191,7 +191,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_model_dir: Path, tmp_path
 
 
 def test_training_prompt_is_the_serving_prompt(tiny_model_dir: Path) -> None:
-    from local_models.engine import render_chat
+    from local_models.prompt import render_chat
 
     tok = _tok(tiny_model_dir)
     (ex,) = make_examples(1)

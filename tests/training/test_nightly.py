@@ -6,10 +6,10 @@ import time
 
 from filelock import FileLock
 
+from local_models.registry import AdapterRegistry
 from router.ledger import Ledger, LedgerEntry
 from router.policy import load_policy
 from training.nightly import run_distill
-from training.registry import AdapterRegistry
 
 
 def _ledger(tmp_path, n):
@@ -196,6 +196,54 @@ def test_cli_distill_filters_long_answers_and_picks_the_label_recipe(tmp_path, m
     assert summary["dropped"]["long_answer"] == 20
     assert call["config"].lr == 3e-3 and call["config"].target_modules == ALL_PROJECTIONS
     assert call["min_agreement"] == 0.5 and call["min_class_examples"] == 10
+
+
+def test_cli_dry_run_estimates_the_run_that_would_happen(tmp_path, monkeypatch):
+    """``distill --dry-run`` trains nothing and estimates ``run_distill``'s own training set:
+    the same filter, the same time split and ``--max-train`` cut, the same picked config."""
+    from typer.testing import CliRunner
+
+    import training.lora as lora
+    from router.cli import app
+    from training.lora import DryRunEstimate
+
+    _mixed_ledger(tmp_path / "ledger.sqlite").close()
+    seen = {}
+
+    def fake_dry_run(base, train, config, *, usd_per_hour=0.0, **kwargs):
+        seen.update(base=base, train=list(train), config=config, usd_per_hour=usd_per_hour)
+        return DryRunEstimate(1000, 100.0, 10.0, 0.001)
+
+    monkeypatch.setattr(lora, "dry_run", fake_dry_run)
+    calls = _fake_distill(monkeypatch, tmp_path, promote=False)
+    args = ["distill", "--ledger", str(tmp_path / "ledger.sqlite"), "--max-train", "50"]
+    dry = CliRunner().invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert not calls  # nothing trained
+    assert "200 in, 179 kept; dropped: long_answer=20" in dry.output
+    assert "train on 50 examples" in dry.output and "1000 tokens at 100 tok/s" in dry.output
+    policy = load_policy("default")
+    assert seen["base"] == policy.local.model and seen["usd_per_hour"] == policy.local.usd_per_hour
+    real = CliRunner().invoke(app, [*args, "--json"])
+    assert real.exit_code == 0, real.output
+    (call,) = calls
+    assert [e.source_id for e in seen["train"]] == [e.source_id for e in call["train"]]
+    assert seen["config"] == call["config"]
+    assert seen["config"].describe() in dry.output
+
+
+def test_cli_dry_run_on_an_empty_window_is_one_error_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from router.cli import app
+
+    _mixed_ledger(tmp_path / "ledger.sqlite").close()
+    result = CliRunner().invoke(
+        app,
+        ["distill", "--ledger", str(tmp_path / "ledger.sqlite"), "--dry-run", "--since", "1s"],
+    )
+    assert result.exit_code == 2, result.output
+    assert "error: no usable examples in the ledger (0 in, 0 kept" in result.output
 
 
 def test_promoted_adapter_serves_only_the_classes_it_cleared(tiny_model_dir, tmp_path, monkeypatch):

