@@ -7,54 +7,51 @@ the adapter registry.
 
 A leaf package: it imports nothing from ``router`` or ``training`` and raises its own few errors
 (``local_models.errors``), which the gateway's local transport translates. Importing it is cheap:
-torch/transformers/peft load only when a model does.
+names load on first use (PEP 562), and torch/transformers/peft only when a model does, so
+``router`` may use ``local_models._home`` on the CLI's fast path.
 """
 
-from local_models.batcher import DynamicBatcher
-from local_models.config import GenerationRequest, GenerationResult, LocalModelConfig
-from local_models.engine import LocalEngine
-from local_models.errors import (
-    AdapterMetadataError,
-    BatcherClosed,
-    InvalidRequest,
-    LocalModelError,
-    ModelLoadError,
-    Overloaded,
-    RegistryError,
-)
-from local_models.loader import (
-    DEFAULT_MODEL,
-    default_gguf_path,
-    load_model,
-    models_cache_dir,
-    pull_default_model,
-    resolve_model,
-)
-from local_models.prompt import render_chat
-from local_models.quantization import available_precisions
-from local_models.registry import AdapterInfo, AdapterRegistry
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "AdapterInfo",
-    "AdapterMetadataError",
-    "AdapterRegistry",
-    "BatcherClosed",
-    "DynamicBatcher",
-    "GenerationRequest",
-    "GenerationResult",
-    "InvalidRequest",
-    "LocalEngine",
-    "LocalModelConfig",
-    "LocalModelError",
-    "ModelLoadError",
-    "Overloaded",
-    "RegistryError",
-    "available_precisions",
-    "default_gguf_path",
-    "load_model",
-    "models_cache_dir",
-    "pull_default_model",
-    "render_chat",
-    "resolve_model",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DynamicBatcher": "local_models.batcher",
+    "GenerationRequest": "local_models.config",
+    "GenerationResult": "local_models.config",
+    "LocalModelConfig": "local_models.config",
+    "LocalEngine": "local_models.engine",
+    "AdapterMetadataError": "local_models.errors",
+    "BatcherClosed": "local_models.errors",
+    "InvalidRequest": "local_models.errors",
+    "LocalModelError": "local_models.errors",
+    "ModelLoadError": "local_models.errors",
+    "Overloaded": "local_models.errors",
+    "RegistryError": "local_models.errors",
+    "DEFAULT_MODEL": "local_models.loader",
+    "default_gguf_path": "local_models.loader",
+    "load_model": "local_models.loader",
+    "models_cache_dir": "local_models.loader",
+    "pull_default_model": "local_models.loader",
+    "resolve_model": "local_models.loader",
+    "render_chat": "local_models.prompt",
+    "available_precisions": "local_models.quantization",
+    "AdapterInfo": "local_models.registry",
+    "AdapterRegistry": "local_models.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'local_models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

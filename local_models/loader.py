@@ -33,12 +33,9 @@ def models_cache_dir() -> Path:
     explicit = os.environ.get("HYBRIDGATE_MODELS_DIR")
     if explicit:
         return Path(explicit).expanduser()
-    home = os.environ.get("HYBRIDGATE_HOME")
-    if home:
-        return Path(home).expanduser() / "models"
-    import platformdirs
+    from local_models._home import cache_home
 
-    return Path(platformdirs.user_cache_dir("hybridgate")) / "models"
+    return cache_home() / "models"
 
 
 def default_gguf_path() -> Path | None:

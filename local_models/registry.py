@@ -39,14 +39,10 @@ METADATA_FILE = ADAPTER_METADATA_FILE
 
 
 def default_root() -> Path:
-    """``$HYBRIDGATE_HOME/adapters``, else the user data dir's ``adapters`` (the rule
-    ``router._paths.data_home`` follows; a leaf package cannot import it)."""
-    home = os.environ.get("HYBRIDGATE_HOME")
-    if home:
-        return Path(home).expanduser() / "adapters"
-    import platformdirs
+    """``data_home() / "adapters"`` (``$HYBRIDGATE_HOME/adapters``, else the user data dir's)."""
+    from local_models._home import data_home
 
-    return Path(platformdirs.user_data_dir("hybridgate")) / "adapters"
+    return data_home() / "adapters"
 
 
 @dataclass(frozen=True)
@@ -197,12 +193,15 @@ class AdapterRegistry:
             json.dumps(metadata)
         except TypeError as exc:
             raise RegistryError(f"adapter metadata must be JSON-serializable: {exc}") from exc
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.root))
+        from local_models._home import private_dir, tighten
+
+        private_dir(self.root)  # adapters are trained on the user's traffic: 0700 / 0600
+        tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.root))  # mkdtemp: 0700
         try:
             for f in src.iterdir():
                 if f.is_file():
                     shutil.copy2(f, tmp / f.name)
+                    tighten(tmp / f.name)
             while True:
                 versions = self._versions()
                 n = int(versions[-1][1:]) + 1 if versions else 1
@@ -214,6 +213,7 @@ class AdapterRegistry:
                     WEIGHTS_SHA256_KEY: weights_sha256(tmp),
                 }
                 (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+                tighten(tmp / METADATA_FILE)
                 try:
                     os.rename(tmp, self.root / version)  # fails if a racing writer took it
                     return version

@@ -11,24 +11,28 @@ Layout (``$HYBRIDGATE_HOME`` when set, else the platform's folders)::
                                                      policy.status.json, demo/, adapters/
     cache home  ($HYBRIDGATE_HOME | user_cache_dir)  cache/ (responses), models/
 
-``local_models`` (a leaf that may not import ``router``) resolves ``adapters/`` and ``models/``
-itself with the same rule.
-
-Folders hybridgate creates are 0700 and files 0600, whatever the umask: a ledger or cache on a
-shared machine must not be readable by other accounts. Folders that already existed are left as
-the user made them; files we own are tightened.
+The rule itself (``data_home``, ``cache_home``) and the 0700/0600 helpers live in the leaf
+``local_models._home`` and are re-exported here, so ``local_models`` (models, adapters) and the
+router resolve the same folders.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
-APP_NAME = "hybridgate"
-"""The platformdirs application name."""
-ENV_HOME = "HYBRIDGATE_HOME"
-"""Names one folder for everything (data and caches); unset, the platform's folders are used."""
+from local_models._home import (
+    APP_NAME,
+    DIR_MODE,
+    ENV_HOME,
+    FILE_MODE,
+    cache_home,
+    data_home,
+    private_dir,
+    private_file,
+    tighten,
+)
+
 ENV_LEDGER = "HYBRIDGATE_LEDGER"
 """Ledger path for the CLI when ``--ledger`` is not given."""
 ENV_POLICY = "HYBRIDGATE_POLICY"
@@ -41,30 +45,6 @@ CACHE_DIRNAME = "cache"
 POLICY_FILENAME = "policy.yaml"
 STATUS_SUFFIX = ".status.json"
 DEMO_DIRNAME = "demo"
-
-DIR_MODE = 0o700
-FILE_MODE = 0o600
-
-
-def data_home() -> Path:
-    """``$HYBRIDGATE_HOME``, else platformdirs' ``user_data_dir("hybridgate")``: files to keep."""
-    home = os.environ.get(ENV_HOME)
-    if home:
-        return Path(home).expanduser()
-    import platformdirs  # attribute looked up per call: tests and users may patch it
-
-    return Path(platformdirs.user_data_dir(APP_NAME))
-
-
-def cache_home() -> Path:
-    """``$HYBRIDGATE_HOME``, else platformdirs' ``user_cache_dir("hybridgate")``: files that
-    can be rebuilt, where the platform expects caches (so cleaners may empty them)."""
-    home = os.environ.get(ENV_HOME)
-    if home:
-        return Path(home).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir(APP_NAME))
 
 
 def default_ledger_path() -> Path:
@@ -109,35 +89,21 @@ def demo_home() -> Path:
     return data_home() / DEMO_DIRNAME
 
 
-def private_dir(path: str | Path) -> Path:
-    """Create ``path`` and any missing parents as 0700 folders; return it."""
-    path = Path(path).expanduser()
-    missing = []
-    p = path
-    while not p.exists() and p != p.parent:
-        missing.append(p)
-        p = p.parent
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # another process made it first
-            folder.mkdir(mode=DIR_MODE)
-        with contextlib.suppress(OSError):
-            os.chmod(folder, DIR_MODE)  # mkdir's mode is masked by the umask
-    return path
-
-
-def private_file(path: str | Path) -> Path:
-    """Make sure ``path`` exists as a 0600 file (created empty if missing); return it."""
-    path = Path(path)
-    private_dir(path.parent)
-    fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, FILE_MODE)
-    os.close(fd)
-    tighten(path)
-    return path
-
-
-def tighten(path: str | Path) -> None:
-    """chmod 0600 a file this user owns (best effort: others' files are left alone)."""
-    with contextlib.suppress(OSError):
-        st = os.stat(path)
-        if st.st_uid == getattr(os, "getuid", lambda: st.st_uid)() and st.st_mode & 0o077:
-            os.chmod(path, FILE_MODE)
+__all__ = [
+    "APP_NAME",
+    "DIR_MODE",
+    "ENV_HOME",
+    "FILE_MODE",
+    "cache_dir",
+    "cache_home",
+    "data_home",
+    "default_ledger_path",
+    "demo_home",
+    "ledger_path",
+    "policy_path",
+    "policy_source",
+    "private_dir",
+    "private_file",
+    "serving_status_path",
+    "tighten",
+]

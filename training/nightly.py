@@ -488,6 +488,7 @@ def run_distill(
             min_agreement=settings.min_agreement,
             min_class_examples=settings.min_class_examples,
             progress=progress,
+            precision=policy.local.precision,
         )
         summary.n_train, summary.n_heldout = len(train), len(heldout)
         summary.version = outcome.version

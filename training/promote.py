@@ -258,6 +258,7 @@ def distill_and_promote(
     progress: bool = False,
     callbacks: Sequence[Callable[[StepInfo], None]] = (),
     work_dir: str | Path | None = None,
+    precision: str = "auto",
 ) -> DistillOutcome:
     """Train a candidate, evaluate it and the current adapter, register it, promote if it wins.
 
@@ -272,6 +273,8 @@ def distill_and_promote(
             ``gate_by_class``.
         progress, callbacks: passed to ``train_lora``.
         work_dir: scratch dir for the candidate (temp dir by default).
+        precision: the precision the gateway serves with (``local.precision``): the gate
+            decodes with it, so the agreement it measures is the served agreement.
 
     Returns:
         A ``DistillOutcome`` (the candidate is registered either way, promoted only if gated in;
@@ -294,7 +297,7 @@ def distill_and_promote(
             callbacks=callbacks,
             resume=False,
         )
-        kw = {"system_prompt": config.system_prompt, "answer_sets": sets}
+        kw = {"system_prompt": config.system_prompt, "answer_sets": sets, "precision": precision}
         cand = evaluate(base, heldout, adapter_dir=out, **kw)
         cur_info = registry.current()
         current = None

@@ -125,7 +125,6 @@ class Gateway:
         cache: Any = None,
         classifier: Any = None,
         retrier: Retrier,
-        judge: str | None = None,
         seed: int | None = None,
         adapter_watcher: Any = None,
         adapter_hint: Callable[[], str | None] | None = None,
@@ -154,7 +153,7 @@ class Gateway:
         self.shadow = ShadowLabeller(
             ledger=ledger,
             local=self.local,
-            judge=judge or policy.shadow.judge,
+            judge=policy.shadow.judge,
             max_pending=policy.shadow.max_pending,
             workers=policy.shadow.workers,
             prices=prices,
@@ -260,7 +259,8 @@ class Gateway:
         if backend == "cloud":
             return f"cloud:{request.model}", None
         local = self.policy.local
-        return f"local:{local.model}:{local.precision}", self.adapter_version
+        identity = f"local:{local.model}:{local.precision}:max_new_tokens={local.max_new_tokens}"
+        return identity, self.adapter_version
 
     def cached(self, request: ChatRequest, decision: Decision) -> _Outcome | None:
         """A stored answer from a backend the decision allows, tried in the decision's order."""

@@ -17,17 +17,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from router._defaults import SHADOW_MAX_PENDING
 from router.types import BackendResult, ChatRequest
 
 log = logging.getLogger("hybridgate.shadow")
 
-DEFAULT_MAX_PENDING = 1024
-"""Shadow jobs queued or running at once before new ones are dropped (policy ``shadow.max_pending``).
-
-Why 1024: a pending job holds only its request and the cloud answer (~3 KB measured, so ~3 MB
-at the cap, next to a ~1.1 GB model), and one worker labels a short answer in ~0.31 s (README:
-prefix_cache.py, batch 1), so a full queue is ~5 minutes of single-worker backlog. The old cap
-of 64 was 20 s of work: a burst of 92 samples lost 28 of them."""
+DEFAULT_MAX_PENDING = SHADOW_MAX_PENDING
+"""Shadow jobs queued or running at once before new ones are dropped (see ``router._defaults``)."""
 
 DROP_LOG_INTERVAL_S = 60.0
 """At most one warning per this many seconds while jobs are being dropped."""

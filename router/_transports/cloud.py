@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import httpx
 import openai
 
+from router._defaults import CLOUD_CONNECT_TIMEOUT_S, CLOUD_TIMEOUT_S
 from router.errors import (
     CloudAuthError,
     CloudBadRequest,
@@ -278,8 +279,8 @@ class CloudTransport:
         model: str,
         api_base: str | None = None,
         api_key: str | None = None,
-        timeout_s: float = 60.0,
-        connect_timeout_s: float = 5.0,
+        timeout_s: float = CLOUD_TIMEOUT_S,
+        connect_timeout_s: float = CLOUD_CONNECT_TIMEOUT_S,
     ) -> None:
         if not model or not model.strip():
             raise ValueError("model must be a non-empty litellm model name")

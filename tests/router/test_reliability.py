@@ -313,9 +313,9 @@ def test_a_stream_cut_before_its_finish_chunk_raises_and_is_not_cached(tmp_path,
 def test_a_locked_ledger_still_returns_the_paid_answer_and_the_row_lands(
     replay, tmp_path, monkeypatch
 ):
-    from router import ledger as ledger_mod
+    from router.ledger import store as ledger_store
 
-    monkeypatch.setattr(ledger_mod, "BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(ledger_store, "BUSY_TIMEOUT_MS", 200)
     c = client(policy(replay.base_url), tmp_path)
     other = sqlite3.connect(tmp_path / "ledger.sqlite", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
@@ -604,3 +604,21 @@ def test_a_streamed_local_failure_falls_back_when_free_and_stays_local_when_pinn
         collect(free, metadata={"route": "local"})
     assert replay.requests_seen == seen
     assert free.ledger.rows()[-1].reason == "rule:forced_local(metadata.route)"
+
+
+def test_registered_adapters_are_private(tmp_path):
+    from local_models.registry import AdapterRegistry
+
+    src = tmp_path / "out"
+    src.mkdir()
+    (src / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    (src / "adapter_model.safetensors").write_bytes(b"x")
+    old = os.umask(0o022)
+    try:
+        reg = AdapterRegistry(tmp_path / "home" / "adapters")
+        version = reg.register(src, metadata={})
+    finally:
+        os.umask(old)
+    assert reg.root.stat().st_mode & 0o777 == 0o700
+    for path in (reg.root / version).iterdir():
+        assert path.stat().st_mode & 0o777 == 0o600, path
