@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from local_models import LocalModelConfig, loader, resolve_model
 from local_models.errors import ModelLoadError
@@ -41,13 +42,23 @@ def test_unknown_precision_lists_available_ones():
 def test_int8_and_bf16_convert_a_model_that_still_generates(make_engine, tiny_model, tokenizer):
     from local_models import GenerationRequest, LocalEngine
 
+    request = GenerationRequest(messages=({"role": "user", "content": "hi"},), max_tokens=5)
+    fp32 = LocalEngine.from_pretrained_model(
+        tiny_model, tokenizer, LocalModelConfig(precision="fp32", device="cpu", threads=1)
+    )
+    [reference] = fp32.generate([request])
     for precision in ("bf16", "int8"):
         config = LocalModelConfig(precision=precision, device="cpu", threads=1)
         engine = LocalEngine.from_pretrained_model(tiny_model, tokenizer, config)
-        [res] = engine.generate(
-            [GenerationRequest(messages=({"role": "user", "content": "hi"},), max_tokens=5)]
-        )
-        assert res.completion_tokens == 5 or res.finish_reason == "stop"
+        q_proj = engine._model.model.layers[0].self_attn.q_proj
+        if precision == "bf16":
+            assert q_proj.weight.dtype == torch.bfloat16
+        else:
+            assert "quantized" in type(q_proj).__module__  # torch.ao dynamic int8 Linear
+        [res] = engine.generate([request])
+        # the tiny model's wide logit gaps make greedy decoding robust to rounding: the
+        # converted model must still say what the fp32 one says
+        assert (res.text, res.completion_tokens) == (reference.text, reference.completion_tokens)
     # the caller's fp32 model is untouched (training reuses it)
     assert next(tiny_model.parameters()).dtype.is_floating_point
     assert tiny_model.lm_head.weight is tiny_model.model.embed_tokens.weight

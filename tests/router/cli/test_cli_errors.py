@@ -22,7 +22,7 @@ from router.cli import app
 from router.ledger import EVENT_SHADOW_DROPPED, Ledger, LedgerEntry
 
 runner = CliRunner()
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _one_error_line(result, *needles: str) -> None:

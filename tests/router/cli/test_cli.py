@@ -89,7 +89,7 @@ def test_tune_with_too_few_labels_says_how_many_are_needed(tmp_path):
     assert "need at least" in result.output and "have 6" in result.output
 
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HEAVY = ("openai", "litellm", "torch", "transformers", "sklearn")
 
 LIGHT_REPORT = """

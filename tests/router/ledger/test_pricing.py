@@ -18,7 +18,7 @@ from router.ledger.pricing import (
     parse_price_map,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_report_modules_import_without_heavy_libraries() -> None:

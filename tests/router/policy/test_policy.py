@@ -357,7 +357,9 @@ def test_importing_policy_and_ledger_pulls_no_sdk(module: str) -> None:
         "heavy = {'openai', 'httpx', 'torch', 'litellm', 'transformers'} & set(sys.modules); "
         "assert not heavy, heavy"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3]
+    )
 
 
 def test_the_bundled_policy_locator_imports_nothing_from_router() -> None:
@@ -366,7 +368,9 @@ def test_the_bundled_policy_locator_imports_nothing_from_router() -> None:
         "mine = [m for m in sys.modules if m == 'router' or m.startswith('router.')]; "
         "assert not mine, mine"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3]
+    )
 
 
 def test_importing_policy_module_stays_light() -> None:
@@ -375,7 +379,9 @@ def test_importing_policy_module_stays_light() -> None:
         "heavy = {'torch', 'transformers', 'peft', 'litellm'} & set(sys.modules); "
         "assert not heavy, heavy"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3]
+    )
 
 
 def test_distill_section_and_local_classes_validate_and_round_trip(tmp_path: Path) -> None:
