@@ -145,7 +145,7 @@ def test_a_good_adapter_is_smoke_tested_and_promoted(
 
 
 def test_smoke_test_needs_to_know_the_base_model(good_adapter: Path, tmp_path: Path) -> None:
-    from training.smoke import smoke_test
+    from local_models.adapter_checks import smoke_test
 
     bare = _variant(good_adapter, tmp_path / "bare")
     config = json.loads((bare / "adapter_config.json").read_text())
