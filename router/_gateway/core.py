@@ -62,8 +62,6 @@ class _Outcome:
     escalated: bool = False
     local_seconds: float = 0.0
     cache_hit: bool = False
-    answered_by: str = ""
-    """The backend whose answer this is (``local``/``cloud``), also for cache hits."""
     deltas: Any = None
     """For a streamed answer: the opened delta stream (its first delta already arrived)."""
 
@@ -73,9 +71,9 @@ class _Outcome:
     ) -> _Outcome:
         """The outcome of a step whose answer stands: a result, or a stream still to read."""
         if streamed:
-            return cls(route, reason, BackendResult(""), score, deltas=got, answered_by=route)
+            return cls(route, reason, BackendResult(""), score, deltas=got)
         seconds = got.compute_seconds if route == "local" else 0.0
-        return cls(route, reason, got, score, local_seconds=seconds, answered_by=route)
+        return cls(route, reason, got, score, local_seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -276,7 +274,6 @@ class Gateway:
                     result=hit.to_result(),
                     score=decision.score,
                     cache_hit=True,
-                    answered_by=backend,
                 )
         return None
 
@@ -480,8 +477,11 @@ class Gateway:
 
     def _do(self, call: _Call, step: _Step) -> Any:
         if step.backend == "cloud":
-            if step.stream:
-                return self._opened(lambda: self.cloud.stream(self._cloud_attempt(call)), call)
+            if step.stream:  # retried until the first delta arrives; later failures are final
+                return self.retrier.call(
+                    lambda: _open_now(self.cloud.stream(self._cloud_attempt(call))),
+                    deadline=call.deadline,
+                )
             return self.retrier.call(
                 lambda: self.cloud.complete(self._cloud_attempt(call)), deadline=call.deadline
             )
@@ -503,10 +503,6 @@ class Gateway:
         if step.stream:
             return await _aopen_now(self.local().astream(self._local_attempt(call)))
         return await self.local().acomplete(self._local_attempt(call))
-
-    def _opened(self, open_stream: Callable[[], Any], call: _Call) -> Iterator[StreamDelta]:
-        """Open a cloud stream, retrying until its first delta arrives; later failures are final."""
-        return self.retrier.call(lambda: _open_now(open_stream()), deadline=call.deadline)
 
     # -- sync ------------------------------------------------------------------------------
     def create(self, kwargs: dict[str, Any]) -> Any:
