@@ -87,7 +87,7 @@ def translate(exc: BaseException) -> BaseException:
         err = target(str(exc))
     elif _is_oom(exc):
         err = LocalOutOfMemory(f"local model ran out of memory: {exc}")
-    elif isinstance(exc, FutureTimeout):
+    elif isinstance(exc, (FutureTimeout, TimeoutError)):  # also asyncio's before 3.11
         err = BatcherTimeout("local request did not finish within its timeout")
     else:
         err = LocalModelError(f"local generation failed: {type(exc).__name__}: {exc}")
@@ -265,9 +265,11 @@ class LocalTransport:
 
     async def acomplete(self, request: ChatRequest) -> BackendResult:
         """Async form of :meth:`complete`."""
+        import asyncio
+
         gen = self._to_generation(request)
-        try:
-            result = await self.batcher.asubmit(gen)
+        try:  # the same deadline as the sync path: what is left of the request's
+            result = await asyncio.wait_for(self.batcher.asubmit(gen), timeout=request.timeout)
         except BaseException as exc:
             self._raise(exc)
         return self._to_backend(result)

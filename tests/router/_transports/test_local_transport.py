@@ -217,3 +217,17 @@ def test_a_pinned_local_request_sees_router_model_load_error_when_the_model_is_m
             client.chat.completions.create(messages=list(MSGS), temperature=0)
         assert isinstance(info.value, openai.InternalServerError)
         assert [r.error_type for r in client.ledger.rows()] == ["ModelLoadError"]
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_the_request_timeout_bounds_a_local_answer_sync_and_async(transport, is_async):
+    import asyncio
+
+    from router.errors import BatcherTimeout
+
+    slow = ChatRequest(messages=MSGS, model="m", max_tokens=200, temperature=None, timeout=0.001)
+    with pytest.raises(BatcherTimeout):
+        if is_async:
+            asyncio.run(transport.acomplete(slow))
+        else:
+            transport.complete(slow)
