@@ -160,6 +160,30 @@ def sse(text: str, *, finish: str | None = None) -> bytes:
     return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
+def completion_body(content: str, *, usage: tuple[int, int] | None) -> dict:
+    """A chat.completion body; ``usage=None`` leaves the usage block out, as some servers do."""
+    body = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    if usage is not None:
+        body["usage"] = {
+            "prompt_tokens": usage[0],
+            "completion_tokens": usage[1],
+            "total_tokens": sum(usage),
+        }
+    return body
+
+
 def json_response(conn: socket.socket, status: int, body: dict) -> None:
     raw = json.dumps(body).encode()
     reason = {200: "OK", 401: "Unauthorized"}.get(status, "Error")
@@ -356,24 +380,7 @@ async def test_an_async_stream_never_read_writes_its_row(replay, tmp_path):
 
 def test_api_base_uses_the_providers_usual_key_variable(tmp_path, monkeypatch):
     def ok(body, headers, conn):
-        json_response(
-            conn,
-            200,
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 1,
-                "model": MODEL,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "hi"},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-            },
-        )
+        json_response(conn, 200, completion_body("hi", usage=(3, 1)))
 
     monkeypatch.setenv("OPENAI_API_KEY", "proxy-key-1234")
     with ScriptedServer(ok) as server:
@@ -490,23 +497,7 @@ def test_the_policy_deadline_bounds_a_hanging_provider(replay, tmp_path):
 
 def test_a_response_without_usage_is_priced_from_counted_tokens(tmp_path):
     def no_usage(body, headers, conn):
-        json_response(
-            conn,
-            200,
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 1,
-                "model": MODEL,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": CLOUD_ANSWER},
-                        "finish_reason": "stop",
-                    }
-                ],
-            },
-        )
+        json_response(conn, 200, completion_body(CLOUD_ANSWER, usage=None))
 
     with ScriptedServer(no_usage) as server:
         c = client(policy(server.base_url), tmp_path)
