@@ -117,6 +117,14 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--batches", default="1,32", help="comma-separated batch sizes")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument(
+        "--precisions", default="fp32,int4", help="engine/client precisions (HF runs fp32)"
+    )
+    ap.add_argument(
+        "--skip-generate-batch",
+        action="store_true",
+        help="leave out generate_batch (its paged cache takes GBs and slows what runs after it)",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
@@ -137,29 +145,34 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
-    engine = LocalEngine.from_pretrained_model(
-        model, tok, LocalModelConfig(precision="fp32", device="cpu", max_batch_size=64)
-    )
-    home = tempfile.mkdtemp(prefix="hg-decode-")
-    policy = policy_from_dict(
-        {
-            "name": "bench",
-            "mode": "local",
-            "cache": {"enabled": False},
-            "shadow": {"rate": 0.0},
-            "local": {"precision": "fp32", "max_batch_size": 64, "max_wait_ms": 25},
-        }
-    )
+    paths: dict[str, Any] = {"hf_generate": lambda n: hf_generate(model, tok, n, args.new_tokens)}
+    if not args.skip_generate_batch:
+        paths["hf_generate_batch"] = lambda n: hf_generate_batch(model, tok, n, args.new_tokens)
     from router.ledger import Ledger
 
-    client = HybridClient(policy=policy, ledger=Ledger(Path(home) / "ledger.sqlite"))
-    client_generate(client, 1, 4)  # load the model, warm up
-    paths = {
-        "hf_generate": lambda n: hf_generate(model, tok, n, args.new_tokens),
-        "hf_generate_batch": lambda n: hf_generate_batch(model, tok, n, args.new_tokens),
-        "engine": lambda n: engine_generate(engine, n, args.new_tokens),
-        "client": lambda n: client_generate(client, n, args.new_tokens),
-    }
+    clients = []
+    for precision in args.precisions.split(","):
+        engine = LocalEngine.from_pretrained_model(
+            model,
+            tok,
+            LocalModelConfig(precision=precision, device="cpu", max_batch_size=64),
+            keep_base=False,
+        )
+        home = tempfile.mkdtemp(prefix="hg-decode-")
+        policy = policy_from_dict(
+            {
+                "name": "bench",
+                "mode": "local",
+                "cache": {"enabled": False},
+                "shadow": {"rate": 0.0},
+                "local": {"precision": precision, "max_batch_size": 64, "max_wait_ms": 25},
+            }
+        )
+        client = HybridClient(policy=policy, ledger=Ledger(Path(home) / "ledger.sqlite"))
+        client_generate(client, 1, 4)  # load the model, warm up
+        clients.append(client)
+        paths[f"engine_{precision}"] = lambda n, e=engine: engine_generate(e, n, args.new_tokens)
+        paths[f"client_{precision}"] = lambda n, c=client: client_generate(c, n, args.new_tokens)
     for run in paths.values():  # warm-up at batch 1; a path that cannot run fails again below
         with contextlib.suppress(Exception):
             run(1)
@@ -178,7 +191,8 @@ def main() -> None:
                     continue
                 rates[name][b].append(tokens / wall)
                 print(f"{name:18s} batch {b:3d}: {tokens / wall:7.1f} tok/s", file=sys.stderr)
-    client.close()
+    for client in clients:
+        client.close()
     table = {
         name: {b: round(statistics.median(v), 1) for b, v in per.items() if v}
         for name, per in rates.items()
@@ -194,6 +208,7 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "new_tokens": args.new_tokens,
+        "precisions": args.precisions.split(","),
         "threads": torch.get_num_threads(),
         "tok_per_s": table,
         "vs_hf_generate": ratios,

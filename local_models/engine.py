@@ -1,7 +1,10 @@
 """The local inference engine: a lean batched decode loop over a HF causal LM.
 
-Why not ``model.generate``: its per-step Python overhead dominates a 135M model on CPU.
-Here a batch is prefilled once (left-padded, only the last position's logits computed),
+Why not ``model.generate``: it has no closed answer sets, per-row stop strings with streamed
+safe text, a shared-prefix KV cache or adapter swaps between batches. Its speed is no longer the
+reason: ``benchmarks/decode_paths.py`` measures this loop at parity with ``generate`` for one
+stream and ~0.6x at batch 32 in fp32 (the gap is not found yet); what makes the local tier fast
+is the ``int4`` precision (``quant_int4``). Here a batch is prefilled once (left-padded, only the last position's logits computed),
 then decoded one token per step with the KV cache; finished rows leave the batch so the
 rest run faster. A prompt prefix every row shares (the app's system prompt) is prefilled once
 and its KV cache kept for later batches. A lock around each batch makes adapter swaps land
@@ -79,6 +82,7 @@ class LocalEngine:
         device: str = "cpu",
         base_factory: Callable[[], Any] | None = None,
         convert: Callable[[Any], Any] | None = None,
+        merge: bool = True,
     ) -> None:
         """Wrap an already-loaded serving model; prefer ``from_config``/``from_pretrained_model``.
 
@@ -89,6 +93,7 @@ class LocalEngine:
             device: Resolved device of ``model``.
             base_factory: Returns a fresh fp32 base model, used to merge a new adapter.
             convert: Turns a merged fp32 model into the serving precision.
+            merge: False when ``convert`` takes the adapter unmerged (``int4``).
         """
         import torch
 
@@ -98,6 +103,7 @@ class LocalEngine:
         self._model = model
         self._base_factory = base_factory
         self._convert = convert
+        self._merge = merge
         self._lock = threading.Lock()
         self.adapter_version: str | None = config.adapter_version
         self.adapter_path: str | None = config.adapter_path
@@ -133,7 +139,11 @@ class LocalEngine:
                 raise ModelLoadError(
                     f"precision {backend.name!r} cannot merge adapters; use bf16 or fp32"
                 )
-            model = backend.convert(_merge_adapter(load_fp32_weights(path), config.adapter_path))
+            model = backend.convert(
+                _merge_adapter(
+                    load_fp32_weights(path), config.adapter_path, merge=backend.merges_adapter
+                )
+            )
         else:
             model = backend.load(path, device=device)
         model.eval()
@@ -144,6 +154,7 @@ class LocalEngine:
             device=device,
             base_factory=lambda: load_fp32_weights(path),
             convert=backend.convert,
+            merge=backend.merges_adapter,
         )
 
     @classmethod
@@ -175,7 +186,7 @@ class LocalEngine:
         base = copy.deepcopy(model).float().eval()
         serving = copy.deepcopy(base) if keep_base else base
         if config.adapter_path is not None:
-            serving = _merge_adapter(serving, config.adapter_path)
+            serving = _merge_adapter(serving, config.adapter_path, merge=backend.merges_adapter)
         serving = backend.convert(serving).eval()
         return cls(
             model=serving,
@@ -184,6 +195,7 @@ class LocalEngine:
             device=device,
             base_factory=(lambda: copy.deepcopy(base)) if keep_base else None,
             convert=backend.convert,
+            merge=backend.merges_adapter,
         )
 
     # ------------------------------------------------------------------ adapters
@@ -202,10 +214,10 @@ class LocalEngine:
         """
         if self._base_factory is None or self._convert is None:
             raise ModelLoadError(
-                "adapter swap needs a precision that can merge adapters (fp32, bf16, cpu int8) "
+                "adapter swap needs a precision that can take adapters (fp32, bf16, int4, cpu int8) "
                 "and an engine that kept its base weights (keep_base=True)"
             )
-        merged = self._convert(_merge_adapter(self._base_factory(), path)).eval()
+        merged = self._convert(_merge_adapter(self._base_factory(), path, merge=self._merge)).eval()
         answer_sets = read_answer_sets(path)
         with self._lock:  # model and its answer sets change together, between batches
             self._model = merged
@@ -499,8 +511,9 @@ def _sample(logits: Any, temperature: float, top_p: float, generator: Any) -> in
     return int(torch.multinomial(probs.cpu(), 1, generator=generator).item())
 
 
-def _merge_adapter(model: Any, adapter_path: str) -> Any:
-    """Merge a PEFT LoRA adapter into an fp32 model; a bad dir raises ModelLoadError."""
+def _merge_adapter(model: Any, adapter_path: str, *, merge: bool = True) -> Any:
+    """Merge a PEFT LoRA adapter into an fp32 model (or, ``merge=False``, attach it unmerged
+    for a precision that keeps it apart); a bad dir raises ModelLoadError."""
     path = Path(adapter_path)
     if not (path / "adapter_config.json").is_file():
         raise ModelLoadError(f"{path} is not a PEFT adapter dir (no adapter_config.json)")
@@ -514,6 +527,6 @@ def _merge_adapter(model: Any, adapter_path: str) -> Any:
         raise ModelLoadError("LoRA adapters need peft: pip install peft") from exc
     try:
         peft_model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
-        return peft_model.merge_and_unload()
+        return peft_model.merge_and_unload() if merge else peft_model
     except Exception as exc:  # noqa: BLE001 - any peft/safetensors failure = bad adapter
         raise ModelLoadError(f"could not load LoRA adapter {path}: {exc}") from exc

@@ -14,11 +14,35 @@ from typing import Any
 from local_models.errors import ModelLoadError
 
 AUTO_PRECISION = {"cpu": "fp32", "cuda": "bf16"}
-"""What ``precision="auto"`` means per device. On CPU, int8 dynamic quantization is ~1.5x faster
-but measured on the demo's LoRA-tuned student it cut intent accuracy from 75% to 58% and wrecked
-the confidence the cascade relies on; bf16 kept accuracy but batched generation ran 5x slower
-than fp32 on the reference CPU (no native bf16 matmul). So fp32 it is; pick int8 explicitly when
-speed matters more than the last points of quality (``benchmarks/quantized_student.py``)."""
+"""What ``precision="auto"`` means per device when the CPU has no native bf16 matmul.
+
+On a CPU with AVX512-BF16 or AMX (``cpu_has_bf16``), auto is ``int4`` instead: Q4_1-exact
+4-bit weights with bf16 compute and the LoRA unmerged; ``benchmarks/quantized_student.py``
+measured the demo's student there within 1 point of fp32 with the same confidence AUC, and
+``benchmarks/decode_paths.py`` measured it several times faster (README "Which precision").
+int8 dynamic quantization (activations too) cut that student's accuracy by ~20 points and is
+never picked automatically. Without native bf16 (older CPUs), bf16 and int4 fall back to slow
+kernels, so fp32 stays the default there."""
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU advertises native bf16 dot products (AVX512-BF16 or AMX-BF16)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:  # non-Linux: stay on the safe default
+        return False
+    return False
+
+
+def auto_precision(device: str) -> str:
+    """The precision ``auto`` resolves to on ``device`` (``cpu`` or ``cuda``)."""
+    if device == "cpu" and cpu_has_bf16():
+        return "int4"
+    return AUTO_PRECISION[device]
 
 
 @dataclass(frozen=True)
@@ -36,10 +60,13 @@ class QuantBackend:
     (needed to serve merged LoRA adapters); None when only ``load`` is possible."""
     check: Callable[[], None] | None = None
     """Raises ModelLoadError naming the missing hardware or package."""
+    merges_adapter: bool = True
+    """False: ``convert`` receives the PEFT model with the LoRA attached, unmerged, and keeps
+    it beside the base (a merge into 4-bit weights would be rounded away)."""
 
 
 _REGISTRY: dict[tuple[str, str], QuantBackend] = {}
-_BACKEND_MODULES = ("local_models.quant_torch", "local_models.quant_bnb")
+_BACKEND_MODULES = ("local_models.quant_torch", "local_models.quant_int4", "local_models.quant_bnb")
 _loaded = False
 
 
@@ -96,7 +123,7 @@ def get_backend(precision: str, *, device: str) -> QuantBackend:
     """
     _ensure_loaded()
     if precision == "auto":
-        precision = AUTO_PRECISION[device]
+        precision = auto_precision(device)
     backend = _REGISTRY.get((precision, device))
     if backend is None:
         other = [d for (p, d) in _REGISTRY if p == precision]
