@@ -72,8 +72,9 @@ def _build_module():  # noqa: ANN202 - class built lazily so importing this file
             self.register_buffer("bias", None if bias is None else bias.detach().bfloat16())
             self.out_features, self.in_features = n, k
             self.register_buffer("lora_a", None if a is None else a.detach().bfloat16())
-            self.register_buffer("lora_b", None if b is None else b.detach().bfloat16())
-            self.lora_scaling = float(scaling)
+            # scaling folded into B once, not multiplied on every decoded token
+            scaled_b = None if b is None else (b.detach().float() * float(scaling)).bfloat16()
+            self.register_buffer("lora_b", scaled_b)
 
         def forward(self, x: Any) -> Any:
             shape = x.shape
@@ -83,7 +84,7 @@ def _build_module():  # noqa: ANN202 - class built lazily so importing this file
             else:
                 y = torch._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP, self.scales_zeros)
                 if self.lora_a is not None:
-                    y = y + (flat @ self.lora_a.T) @ self.lora_b.T * self.lora_scaling
+                    y = y + (flat @ self.lora_a.T) @ self.lora_b.T
             if self.bias is not None:
                 y = y + self.bias
             return y.reshape(*shape[:-1], self.out_features)
