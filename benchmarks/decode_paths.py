@@ -93,6 +93,11 @@ def engine_generate(engine: Any, n: int, new_tokens: int) -> tuple[int, float]:
 def client_generate(client: Any, n: int, new_tokens: int) -> tuple[int, float]:
     """``n`` concurrent callers through ``HybridClient`` (mode local): batcher, transport,
     decision, ledger row and typed response included."""
+    from local_models.threads import release_thread_pool
+
+    # As in an app, only the batcher's model thread runs torch meanwhile: free the OpenMP team
+    # this (main) thread kept from the paths run before (see local_models/threads.py).
+    release_thread_pool()
     tokens: list[int] = []
     lock = threading.Lock()
 

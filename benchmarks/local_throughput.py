@@ -5,10 +5,15 @@ Run under the shared CPU lock so other heavy jobs do not distort the numbers::
     flock /tmp/hybridgate-cpu.lock python benchmarks/local_throughput.py \
         --precision int8,bf16,fp32 --concurrency 1,4,16,32 --new-tokens 64 --json
 
-Each concurrency level submits N chat prompts at once (greedy, fixed ``max_tokens``, no
-stop strings; counting prompts so the model does not stop before ``--new-tokens``) and reports
-aggregate generated tokens / wall second, mean time-to-first-token (first streamed delta)
-and the process's peak RSS.
+Each concurrency level runs N clients at once, each sending ``--rounds`` chat prompts back to
+back (greedy, no stop strings; counting prompts so the model does not stop before its
+``max_tokens``, which cycles through ``--lengths``), and reports aggregate generated tokens /
+wall second, time-to-first-token (first streamed delta) p50/p99/max and the process's peak RSS.
+``--rounds 1`` with one length is a burst of N identical-length requests; several rounds of mixed
+lengths is where requests arrive while others decode (continuous batching's case)::
+
+    python benchmarks/local_throughput.py --precision fp32,int4 --concurrency 16 \
+        --lengths 8,64,16,128 --rounds 6
 """
 
 from __future__ import annotations
@@ -24,43 +29,45 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _requests(n: int, new_tokens: int):
+def _request(i: int, max_tokens: int):
     from local_models import GenerationRequest
 
-    return [
-        GenerationRequest(
-            messages=(
-                {
-                    "role": "user",
-                    "content": f"Count from {i + 1} to {i + 200}, separated by commas.",
-                },
-            ),
-            max_tokens=new_tokens,
-        )
-        for i in range(n)
-    ]
+    return GenerationRequest(
+        messages=(
+            {"role": "user", "content": f"Count from {i + 1} to {i + 200}, separated by commas."},
+        ),
+        max_tokens=max_tokens,
+    )
 
 
-def _run_level(batcher, n: int, new_tokens: int) -> dict:
-    reqs = _requests(n, new_tokens)
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def _run_level(batcher, n: int, lengths: list[int], rounds: int = 1) -> dict:
+    """``n`` clients, each sending ``rounds`` requests back to back (closed loop); client
+    ``c``'s ``k``-th request asks for ``lengths[(c + k) % len(lengths)]`` tokens."""
     ttft: list[float] = []
     results = []
     lock = threading.Lock()
 
-    def one(req) -> None:
-        t0 = time.perf_counter()
-        first = None
-        final = None
-        for piece in batcher.stream(req):
-            if first is None:
-                first = time.perf_counter() - t0
-            final = piece
-        with lock:
-            ttft.append(first or 0.0)
-            results.append(final)
+    def client(c: int) -> None:
+        for k in range(rounds):
+            req = _request(c * rounds + k, lengths[(c + k) % len(lengths)])
+            t0 = time.perf_counter()
+            first = None
+            final = None
+            for piece in batcher.stream(req):
+                if first is None:
+                    first = time.perf_counter() - t0
+                final = piece
+            with lock:
+                ttft.append(first or 0.0)
+                results.append(final)
 
     start = time.perf_counter()
-    threads = [threading.Thread(target=one, args=(r,)) for r in reqs]
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(n)]
     for t in threads:
         t.start()
     for t in threads:
@@ -69,10 +76,13 @@ def _run_level(batcher, n: int, new_tokens: int) -> dict:
     tokens = sum(r.completion_tokens for r in results)
     return {
         "concurrency": n,
+        "requests": len(results),
         "tokens": tokens,
         "wall_s": round(wall, 3),
         "tok_per_s": round(tokens / wall, 1),
         "ttft_ms_mean": round(1000 * sum(ttft) / len(ttft), 1),
+        "ttft_ms_p50": round(1000 * _percentile(ttft, 0.5), 1),
+        "ttft_ms_p99": round(1000 * _percentile(ttft, 0.99), 1),
         "ttft_ms_max": round(1000 * max(ttft), 1),
     }
 
@@ -83,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="int8", help="comma list: fp32,bf16,int8")
     parser.add_argument("--concurrency", default="1,4,16,32")
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument(
+        "--lengths",
+        default=None,
+        help="comma list of max_tokens the clients cycle through (default: --new-tokens)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="requests each client sends back to back"
+    )
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="batcher max_wait_ms")
@@ -92,7 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     from local_models import DynamicBatcher, LocalEngine, LocalModelConfig
 
     levels = [int(x) for x in args.concurrency.split(",")]
-    report: dict = {"model": args.model, "new_tokens": args.new_tokens, "precisions": {}}
+    lengths = [int(x) for x in (args.lengths or str(args.new_tokens)).split(",")]
+    report: dict = {
+        "model": args.model,
+        "lengths": lengths,
+        "rounds": args.rounds,
+        "precisions": {},
+    }
     precisions = args.precision.split(",")
     if len(precisions) > 1:  # one process per precision, so peak RSS is per precision
         import subprocess
@@ -125,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         with DynamicBatcher(
             engine, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=1024
         ) as batcher:
-            _run_level(batcher, 2, 8)  # warm-up
-            rows = [_run_level(batcher, n, args.new_tokens) for n in levels]
+            _run_level(batcher, 2, [8])  # warm-up
+            rows = [_run_level(batcher, n, lengths, args.rounds) for n in levels]
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         report["precisions"][precision] = {
             "load_s": round(load_s, 2),
@@ -147,7 +171,8 @@ def _print(report: dict, *, as_json: bool) -> None:
         for r in data["levels"]:
             print(
                 f"  concurrency {r['concurrency']:>3}: {r['tok_per_s']:>7.1f} tok/s "
-                f"(ttft mean {r['ttft_ms_mean']} ms, max {r['ttft_ms_max']} ms)"
+                f"(ttft p50 {r['ttft_ms_p50']} ms, p99 {r['ttft_ms_p99']} ms, "
+                f"max {r['ttft_ms_max']} ms; {r['requests']} requests)"
             )
 
 

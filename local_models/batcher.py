@@ -1,10 +1,14 @@
-"""Dynamic batching: requests from many threads/coroutines share one model thread.
+"""Continuous batching: requests from many threads/coroutines share one model thread.
 
-Wave-based: a batch forms when ``max_batch_size`` requests wait or ``max_wait_ms`` passes
-after the first one, then runs to completion (each row leaves as soon as it finishes, so
-the tail of a wave is cheap); short and long requests (by ``max_tokens``) go in separate
-waves. One background thread owns the model; torch releases the GIL, so sync and async
-callers both stay responsive. A full queue fails fast with ``Overloaded``.
+The model thread keeps one ``RunningBatch`` (``running_batch.py``) and, between decode steps,
+splices waiting requests into it (up to ``max_batch_size`` rows): a request waits for the step
+in progress, never for a whole earlier generation. When nothing is running, the first request
+waits up to ``max_wait_ms`` for company so a burst is prefilled in one pass. A row leaves as
+soon as it ends, or when its caller cancels the future (a closed stream, a timed-out
+``result``), freeing its slot. After an adapter swap the running rows finish on the adapter
+they started on and newcomers wait for them, so every answer comes from one adapter. torch
+releases the GIL, so sync and async callers stay responsive. A full queue fails fast with
+``Overloaded``.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 from local_models.config import GenerationRequest, GenerationResult
 from local_models.engine import LocalEngine
 from local_models.errors import BatcherClosed, LocalModelError, Overloaded
+from local_models.running_batch import Row, RunningBatch
+from local_models.threads import release_thread_pool
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +42,31 @@ class _Item:
     enqueued: float = field(default_factory=time.perf_counter)
 
 
-LONG_GENERATION = 64
-"""Requests allowed more new tokens than this form their own waves (see ``_next_batch``)."""
+def _settle(future: Future, *, result: object = None, error: BaseException | None = None) -> None:
+    """Resolve a future unless its caller cancelled it meanwhile."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:  # cancelled by its caller: nobody is waiting
+        pass
 
 
-def _is_long(item: _Item) -> bool:
-    return item.request.max_tokens > LONG_GENERATION
+def _guarded(item: _Item) -> Callable[[str], None] | None:
+    """The item's delta callback, made unable to break the batch its neighbours decode in."""
+    callback = item.on_delta
+    if callback is None:
+        return None
+
+    def deliver(text: str) -> None:
+        try:
+            callback(text)
+        except Exception:  # noqa: BLE001 - a broken consumer loses its stream, not the batch
+            logger.exception("stream consumer failed; cancelling its request")
+            item.future.cancel()
+
+    return deliver
 
 
 class DynamicBatcher:
@@ -126,12 +151,15 @@ class DynamicBatcher:
         pieces: queue.SimpleQueue = queue.SimpleQueue()
         future = self.submit(req, on_delta=pieces.put)
         future.add_done_callback(lambda _f: pieces.put(_DONE))
-        while True:
-            piece = pieces.get()
-            if piece is _DONE:
-                break
-            yield piece
-        yield future.result()
+        try:
+            while True:
+                piece = pieces.get()
+                if piece is _DONE:
+                    break
+                yield piece
+            yield future.result()
+        finally:  # the caller stopped reading: free its slot in the running batch
+            future.cancel()
 
     async def astream(self, req: GenerationRequest) -> AsyncIterator[str | GenerationResult]:
         """Async form of :meth:`stream`."""
@@ -139,33 +167,38 @@ class DynamicBatcher:
         pieces: asyncio.Queue = asyncio.Queue()
 
         def put(item: object) -> None:
-            loop.call_soon_threadsafe(pieces.put_nowait, item)
+            try:
+                loop.call_soon_threadsafe(pieces.put_nowait, item)
+            except RuntimeError:  # the caller's event loop is gone
+                future.cancel()
 
         future = self.submit(req, on_delta=put)
         future.add_done_callback(lambda _f: put(_DONE))
-        while True:
-            piece = await pieces.get()
-            if piece is _DONE:
-                break
-            yield piece
-        yield future.result()
+        try:
+            while True:
+                piece = await pieces.get()
+                if piece is _DONE:
+                    break
+                yield piece
+            yield future.result()
+        finally:
+            future.cancel()
 
     @property
     def queue_depth(self) -> int:
-        """Requests waiting for a batch (not counting the one running)."""
+        """Requests waiting to join the running batch (not counting its rows)."""
         with self._cond:
             return len(self._pending)
 
     def close(self) -> None:
-        """Stop the model thread; waiting requests fail with BatcherClosed."""
+        """Stop the model thread; waiting requests fail with BatcherClosed, running rows finish."""
         with self._cond:
             self._closed = True
             leftover = list(self._pending)
             self._pending.clear()
             self._cond.notify_all()
         for item in leftover:
-            if item.future.set_running_or_notify_cancel():
-                item.future.set_exception(BatcherClosed("the local batcher was closed"))
+            _settle(item.future, error=BatcherClosed("the local batcher was closed"))
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=60)
 
@@ -176,76 +209,99 @@ class DynamicBatcher:
         self.close()
 
     # ------------------------------------------------------------------ model thread
-    def _next_batch(self) -> list[_Item] | None:
+    def _take(self, *, idle: bool, room: int) -> list[_Item] | None:
+        """Waiting requests to splice in (at most ``room``); None when closed and idle.
+
+        Idle, it blocks for the first request, then gives it ``max_wait_ms`` to gather company
+        (one prefill for a burst); with rows running it takes whoever waits, without waiting.
+        """
         with self._cond:
-            while not self._pending and not self._closed:
-                self._cond.wait()
-            if self._closed:
-                return None
-            deadline = self._pending[0].enqueued + self.max_wait_s
-            while len(self._pending) < self.max_batch_size and not self._closed:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            if self._closed:
-                return None
-            # The oldest request goes first and takes company of its own length class: a
-            # wave lasts as long as its longest row, so short requests are not held behind a
-            # long generation and long ones share one wave instead of stretching many.
-            long = _is_long(self._pending[0])
-            batch: list[_Item] = []
-            kept: collections.deque[_Item] = collections.deque()
-            while self._pending and len(batch) < self.max_batch_size:
+            if idle:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return None
+                deadline = self._pending[0].enqueued + self.max_wait_s
+                while len(self._pending) < room and not self._closed:
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            taken: list[_Item] = []
+            while self._pending and len(taken) < room:
                 item = self._pending.popleft()
-                if _is_long(item) != long:
-                    kept.append(item)
-                elif item.future.set_running_or_notify_cancel():  # skip cancelled callers
-                    batch.append(item)
-            kept.extend(self._pending)
-            self._pending = kept
-            return batch
+                if not item.future.cancelled():
+                    taken.append(item)
+            return taken
 
     def _run(self) -> None:
+        batch = None
         while True:
-            batch = self._next_batch()
-            if batch is None:
+            running = batch is not None and bool(batch.rows)
+            # After an adapter swap, running rows finish on their adapter before anyone joins.
+            frozen = running and not batch.serves_current_model
+            room = 0 if frozen else self.max_batch_size - (len(batch.rows) if running else 0)
+            if not running and not self._pending:
+                # Going idle: free this thread's OpenMP team so torch work elsewhere in the
+                # process (training, another model) runs at full speed (``threads.py``).
+                release_thread_pool()
+            items = self._take(idle=not running, room=room) if room else []
+            if items is None:
                 return
-            if batch:
-                self._run_batch(batch)
+            if items:
+                if not running:
+                    batch = self.engine.open_batch()
+                if not self._admit(batch, items):
+                    batch = None
+                    continue
+            if batch is not None and batch.rows and not self._step(batch):
+                batch = None
 
-    def _run_batch(self, batch: list[_Item]) -> None:
-        def on_delta(index: int, text: str) -> None:
-            callback = batch[index].on_delta
-            if callback is not None:
-                callback(text)
-
+    def _admit(self, batch: RunningBatch, items: list[_Item]) -> bool:
+        """Prefill newcomers into ``batch``; False when the batch broke (all its rows failed)."""
+        accepted, encoded = [], []
+        for item in items:
+            try:
+                encoded.append(self.engine.encode(item.request))
+            except LocalModelError as exc:  # one bad request must not fail its neighbours
+                _settle(item.future, error=exc)
+            else:
+                accepted.append(item)
+        if not accepted:
+            return True
         try:
-            results = self.engine.generate([item.request for item in batch], on_delta=on_delta)
-        except LocalModelError as exc:
-            if len(batch) == 1:
-                batch[0].future.set_exception(exc)
-                return
-            # One bad request (e.g. prompt too long) must not fail its neighbours.
-            for item in batch:
-                self._run_single(item)
-            return
+            rows = batch.add(
+                [item.request for item in accepted],
+                encoded,
+                tags=accepted,
+                on_delta=[_guarded(item) for item in accepted],
+            )
         except BaseException as exc:  # noqa: BLE001 - deliver every failure to its caller
-            logger.exception("local batch failed")
-            for item in batch:
-                item.future.set_exception(exc)
-            return
-        for item, result in zip(batch, results, strict=True):
-            item.future.set_result(result)
+            logger.exception("local prefill failed")
+            for item in accepted + [row.tag for row in batch.rows]:
+                _settle(item.future, error=exc)
+            return False
+        self._deliver(batch, [row for row in rows if row.finish is not None])
+        return True
 
-    def _run_single(self, item: _Item) -> None:
-        def on_delta(_index: int, text: str) -> None:
-            if item.on_delta is not None:
-                item.on_delta(text)
-
+    def _step(self, batch: RunningBatch) -> bool:
+        """One decode step; False when it failed (every running row gets the error)."""
+        gone = [row for row in batch.rows if row.tag.future.cancelled()]
+        if gone:
+            batch.drop(gone)
+            if not batch.rows:
+                return True
         try:
-            [result] = self.engine.generate([item.request], on_delta=on_delta)
+            done = batch.step()
         except BaseException as exc:  # noqa: BLE001
-            item.future.set_exception(exc)
-        else:
-            item.future.set_result(result)
+            logger.exception("local decode step failed")
+            for row in batch.rows:
+                _settle(row.tag.future, error=exc)
+            return False
+        self._deliver(batch, done)
+        return True
+
+    @staticmethod
+    def _deliver(batch: RunningBatch, rows: list[Row]) -> None:
+        for row in rows:
+            _settle(row.tag.future, result=row.result(batch.adapter_version))

@@ -1,34 +1,34 @@
-"""The local inference engine: a lean batched decode loop over a HF causal LM.
+"""The local inference engine: a HF causal LM, its adapters, its prompts, and batched decoding.
 
 Why not ``model.generate``: it has no closed answer sets, per-row stop strings with streamed
-safe text, a shared-prefix KV cache or adapter swaps between batches. Its speed is no longer the
-reason: ``benchmarks/decode_paths.py`` measures this loop at parity with ``generate`` for one
-stream and ~0.6x at batch 32 in fp32 (the gap is not found yet); what makes the local tier fast
-is the ``int4`` precision (``quant_int4``). Here a batch is prefilled once (left-padded, only the last position's logits computed),
-then decoded one token per step with the KV cache; finished rows leave the batch so the
-rest run faster. A prompt prefix every row shares (the app's system prompt) is prefilled once
-and its KV cache kept for later batches. A lock around each batch makes adapter swaps land
-between batches. Rows bound to a closed answer set pick their tokens through
-``local_models.constrained`` and prompts are rendered by ``local_models.prompt``: the promotion
-gate decodes through this engine too, so it measures what is served.
+safe text, a shared-prefix KV cache, requests joining a running batch, or adapter swaps between
+steps. Its speed is not the reason: ``benchmarks/decode_paths.py`` measures the decode loop
+against it; what makes the local tier fast is the ``int4`` precision (``quant_int4``) and
+continuous batching (``running_batch``: prefill once per newcomer group, one token per step,
+rows join and leave between steps). A prompt prefix every newcomer shares (the app's system
+prompt) is prefilled once and its KV cache kept. A re-entrant lock around every model call makes
+adapter swaps land between steps; a batch started on the old adapter finishes on it. Rows bound
+to a closed answer set pick their tokens through ``local_models.constrained`` and prompts are
+rendered by ``local_models.prompt``: the promotion gate decodes through this engine too, so it
+measures what is served.
 """
 
 from __future__ import annotations
 
 import collections
 import copy
-import os
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from local_models.answer_sets import AnswerSets, read_answer_sets, traffic_class
+from local_models.answer_sets import AnswerSets, read_answer_sets
 from local_models.config import GenerationRequest, GenerationResult, LocalModelConfig
-from local_models.constrained import TrieCache, TrieCursor, pick
+from local_models.constrained import TrieCache
 from local_models.errors import InvalidRequest, ModelLoadError
 from local_models.prompt import render_chat
+from local_models.running_batch import RunningBatch
+from local_models.threads import default_threads, release_thread_pool
 
 DeltaCallback = Callable[[int, str], None]
 """``on_delta(index_in_batch, text)`` receives streamed text pieces."""
@@ -38,31 +38,6 @@ MIN_SHARED_PREFIX = 8
 PREFIX_CACHE_ENTRIES = 8
 """Prefix KV caches kept (least recently used dropped first); SmolLM2-135M in fp32 holds
 ~46 KB per prefix token."""
-
-
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
-class _Row:
-    """Decode state of one request inside a batch."""
-
-    def __init__(self, index: int, req: GenerationRequest, prompt_len: int, max_new: int) -> None:
-        self.index = index
-        self.req = req
-        self.prompt_len = prompt_len
-        self.max_new = max_new
-        self.ids: list[int] = []
-        self.logprobs: list[float] = []
-        self.text = ""
-        self.emitted = 0
-        self.finish: str | None = None
-        self.generator = None
-        self.cursor: TrieCursor | None = None
-        """Position in the row's answer trie when it is constrained (``constrained.py``)."""
 
 
 class LocalEngine:
@@ -104,20 +79,23 @@ class LocalEngine:
         self._base_factory = base_factory
         self._convert = convert
         self._merge = merge
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self.model_lock = self._lock
+        """Held around every model call (re-entrant): adapter swaps and direct ``generate``
+        calls never interleave with a running batch's step."""
         self.adapter_version: str | None = config.adapter_version
         self.adapter_path: str | None = config.adapter_path
         self.answer_sets: AnswerSets = read_answer_sets(config.adapter_path)
         """Closed answer sets per traffic class, from the adapter's metadata (may be empty)."""
-        self._tries = TrieCache(tokenizer)
+        self.tries = TrieCache(tokenizer)
         self._prefixes: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
         """Prefix token ids -> their KV cache (batch 1) under the model now serving."""
         self._special_ids = {int(t) for t in getattr(tokenizer, "all_special_ids", [])}
-        torch.set_num_threads(config.threads or _default_threads())
+        torch.set_num_threads(config.threads or default_threads())
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self._pad_id = int(tokenizer.pad_token_id)
-        self._eos_ids = self._collect_eos_ids(model, tokenizer)
+        self.pad_id = int(tokenizer.pad_token_id)
+        self.eos_ids = self._collect_eos_ids(model, tokenizer)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -147,6 +125,7 @@ class LocalEngine:
         else:
             model = backend.load(path, device=device)
         model.eval()
+        release_thread_pool()  # the batcher's model thread should be the only torch team
         return cls(
             model=model,
             tokenizer=tokenizer,
@@ -188,6 +167,7 @@ class LocalEngine:
         if config.adapter_path is not None:
             serving = _merge_adapter(serving, config.adapter_path, merge=backend.merges_adapter)
         serving = backend.convert(serving).eval()
+        release_thread_pool()
         return cls(
             model=serving,
             tokenizer=tokenizer,
@@ -219,12 +199,14 @@ class LocalEngine:
             )
         merged = self._convert(_merge_adapter(self._base_factory(), path, merge=self._merge)).eval()
         answer_sets = read_answer_sets(path)
+        release_thread_pool()  # this thread is done with torch; the model thread keeps its team
         with self._lock:  # model and its answer sets change together, between batches
             self._model = merged
             self.adapter_path = path
             self.adapter_version = version
             self.answer_sets = answer_sets
-            self._prefixes.clear()  # prefix KV was computed by the old weights
+            # prefix KV was computed by the old weights; a batch still on them keeps its own
+            self._prefixes = collections.OrderedDict()
 
     # ------------------------------------------------------------------ prompts
     @staticmethod
@@ -262,6 +244,39 @@ class LocalEngine:
         return len(self._encode(messages))
 
     # ------------------------------------------------------------------ generation
+    def encode(self, req: GenerationRequest) -> list[int]:
+        """The request's prompt token ids, checked against the context window.
+
+        Raises:
+            InvalidRequest: Malformed messages, or a prompt of ``max_context_tokens`` or more.
+        """
+        ids = self._encode(req.messages)
+        limit = self.config.max_context_tokens
+        if len(ids) >= limit:
+            raise InvalidRequest(
+                f"prompt is {len(ids)} tokens, the local context limit is {limit} "
+                "(max_context_tokens)",
+                param="messages",
+            )
+        return ids
+
+    def open_batch(self) -> RunningBatch:
+        """A running batch on the model serving now; requests join it between steps
+        (``local_models.running_batch``: continuous batching)."""
+        with self._lock:
+            return RunningBatch(
+                self,
+                self._model,
+                answer_sets=self.answer_sets,
+                adapter_version=self.adapter_version,
+                prefixes=self._prefixes,
+            )
+
+    @property
+    def serving_model(self) -> Any:
+        """The model new batches decode with (replaced by :meth:`swap_adapter`)."""
+        return self._model
+
     def generate(
         self, requests: list[GenerationRequest], *, on_delta: DeltaCallback | None = None
     ) -> list[GenerationResult]:
@@ -279,123 +294,24 @@ class LocalEngine:
         """
         if not requests:
             return []
-        encoded = [self._encode(r.messages) for r in requests]
-        limit = self.config.max_context_tokens
-        for i, ids in enumerate(encoded):
-            if len(ids) >= limit:
-                raise InvalidRequest(
-                    f"request {i}: prompt is {len(ids)} tokens, the local context limit is "
-                    f"{limit} (max_context_tokens)",
-                    param="messages",
-                )
-        with self._lock:
-            model, version = self._model, self.adapter_version
-            start = time.perf_counter()
-            rows = self._decode(model, requests, encoded, on_delta, self.answer_sets)
-            elapsed = time.perf_counter() - start
-        # The batch shared the machine: each request pays its token share of the wall time,
-        # so a batch of 16 costs what it took, not 16x that.
-        total = sum(row.prompt_len + len(row.ids) for row in rows) or 1
-        return [
-            GenerationResult(
-                text=row.text,
-                finish_reason=row.finish or "length",
-                prompt_tokens=row.prompt_len,
-                completion_tokens=len(row.ids),
-                token_logprobs=row.logprobs,
-                compute_seconds=elapsed * (row.prompt_len + len(row.ids)) / total,
-                adapter_version=version,
-            )
-            for row in rows
+        encoded = []
+        for i, req in enumerate(requests):
+            try:
+                encoded.append(self.encode(req))
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"request {i}: {exc}", param=exc.param) from None
+        callbacks = [
+            None if on_delta is None else (lambda text, i=i: on_delta(i, text))
+            for i in range(len(requests))
         ]
+        with self._lock:  # one batch at a time on this model; swaps land between calls
+            batch = self.open_batch()
+            rows = batch.add(requests, encoded, on_delta=callbacks)
+            while batch.rows:
+                batch.step()
+        return [row.result(batch.adapter_version) for row in rows]
 
-    def _make_rows(
-        self,
-        requests: list[GenerationRequest],
-        encoded: list[list[int]],
-        answer_sets: AnswerSets,
-    ) -> list[_Row]:
-        import torch
-
-        rows = []
-        for i, (req, ids) in enumerate(zip(requests, encoded, strict=True)):
-            row = _Row(
-                i, req, len(ids), min(req.max_tokens, self.config.max_context_tokens - len(ids))
-            )
-            if req.temperature > 0:
-                row.generator = torch.Generator(device="cpu")
-                row.generator.manual_seed(
-                    req.seed if req.seed is not None else int(time.time_ns() % 2**63)
-                )
-            allowed = req.allowed_answers
-            if allowed is None and answer_sets:
-                allowed = answer_sets.get(traffic_class(req.messages))
-            if allowed is not None:
-                row.cursor = self._tries.get(allowed).cursor()
-            rows.append(row)
-        return rows
-
-    def _decode(
-        self,
-        model: Any,
-        requests: list[GenerationRequest],
-        encoded: list[list[int]],
-        on_delta: DeltaCallback | None,
-        answer_sets: AnswerSets,
-    ) -> list[_Row]:
-        import torch
-
-        rows = self._make_rows(requests, encoded, answer_sets)
-        dev = self.device
-        shared = self._shared_prefix_len(encoded)
-        tails = [ids[shared:] for ids in encoded]
-        width = max(len(ids) for ids in tails)
-        input_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, ids in enumerate(tails):
-            input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            mask[i, width - len(ids) :] = 1
-        # Rows read [shared prefix][left padding][own tokens]: padding is masked out and
-        # positions continue from the prefix, so each row sees exactly its own prompt.
-        position = shared + (mask.cumsum(-1) - 1).clamp(min=0)
-        if shared:
-            mask = torch.cat([torch.ones((len(rows), shared), dtype=torch.long), mask], dim=1)
-        input_ids, mask, position = input_ids.to(dev), mask.to(dev), position.to(dev)
-        active = list(rows)
-        with torch.inference_mode():
-            cache = self._prefix_cache(model, tuple(encoded[0][:shared]), len(rows))
-            out = model(
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=position,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            next_pos = position[:, -1:] + 1
-            while True:
-                logits = out.logits[:, -1, :].float()
-                tokens = self._step(active, logits, on_delta)
-                keep = [j for j, row in enumerate(active) if row.finish is None]
-                if not keep:
-                    break
-                if len(keep) < len(active):
-                    idx = torch.tensor(keep, dtype=torch.long, device=dev)
-                    cache.batch_select_indices(idx)
-                    mask, next_pos, tokens = mask[idx], next_pos[idx], tokens[idx]
-                    active = [active[j] for j in keep]
-                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-                out = model(
-                    input_ids=tokens.to(dev),
-                    attention_mask=mask,
-                    position_ids=next_pos,
-                    past_key_values=cache,
-                    use_cache=True,
-                )
-                next_pos = next_pos + 1
-        return rows
-
-    def _shared_prefix_len(self, encoded: list[list[int]]) -> int:
+    def shared_prefix_len(self, encoded: Sequence[list[int]]) -> int:
         """Tokens at the start of every prompt worth prefilling once, 0 when none.
 
         The common prefix is cut back to just after its last special token (a chat-turn
@@ -413,102 +329,29 @@ class LocalEngine:
             common -= 1
         return common if common >= MIN_SHARED_PREFIX else 0
 
-    def _prefix_cache(self, model: Any, prefix: tuple[int, ...], batch: int) -> Any:
-        """A fresh KV cache holding ``prefix`` for ``batch`` rows (prefilled once, then kept)."""
+    def prefix_cache(
+        self, model: Any, prefix: tuple[int, ...], batch: int, kept_prefixes: Any
+    ) -> Any:
+        """A fresh KV cache holding ``prefix`` for ``batch`` rows (prefilled once, then kept
+        in ``kept_prefixes``, the store of the model that computed it)."""
         import torch
         from transformers import DynamicCache
 
         if not prefix:
             return DynamicCache()
-        kept = self._prefixes.get(prefix)
+        kept = kept_prefixes.get(prefix)
         if kept is None:
             kept = DynamicCache()
             ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
             model(input_ids=ids, past_key_values=kept, use_cache=True, logits_to_keep=1)
-            self._prefixes[prefix] = kept
-            while len(self._prefixes) > PREFIX_CACHE_ENTRIES:
-                self._prefixes.popitem(last=False)
-        self._prefixes.move_to_end(prefix)
+            kept_prefixes[prefix] = kept
+            while len(kept_prefixes) > PREFIX_CACHE_ENTRIES:
+                kept_prefixes.popitem(last=False)
+        kept_prefixes.move_to_end(prefix)
         cache = copy.deepcopy(kept)
         if batch > 1:
             cache.batch_repeat_interleave(batch)
         return cache
-
-    def _step(self, active: list[_Row], logits: Any, on_delta: DeltaCallback | None) -> Any:
-        """Pick one token per active row, update text/stop state; returns (B, 1) tokens."""
-        import torch
-
-        logprobs = torch.log_softmax(logits, dim=-1)
-        chosen = torch.argmax(logits, dim=-1).cpu()
-        for j, row in enumerate(active):
-            if row.cursor is not None:  # allowed tokens come from one place only
-                chosen[j] = pick(logits[j], row.cursor.allowed(self._eos_ids))
-            elif row.req.temperature > 0:
-                chosen[j] = _sample(logits[j], row.req.temperature, row.req.top_p, row.generator)
-        picked = logprobs.gather(1, chosen.to(logprobs.device).unsqueeze(1)).squeeze(1).tolist()
-        chosen_list = chosen.tolist()
-        for j, row in enumerate(active):
-            self._advance(row, int(chosen_list[j]), float(picked[j]), on_delta)
-        return chosen.unsqueeze(1)
-
-    def _advance(
-        self, row: _Row, token: int, logprob: float, on_delta: DeltaCallback | None
-    ) -> None:
-        row.ids.append(token)
-        row.logprobs.append(logprob)
-        if token in self._eos_ids:
-            row.finish = "stop"
-            self._flush(row, on_delta, final=True)
-            return
-        if row.cursor is not None:
-            row.cursor.advance(token)
-        text = self.tokenizer.decode(
-            row.ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
-        row.text = text
-        for stop in row.req.stop:
-            # Only the tail can hold a new match: it must end in the latest token's text.
-            at = text.find(stop, max(0, row.emitted - len(stop)))
-            if at != -1:
-                row.text = text[:at]
-                row.finish = "stop"
-                self._flush(row, on_delta, final=True)
-                return
-        if row.cursor is not None and row.cursor.finished:
-            row.finish = "stop"
-        elif len(row.ids) >= row.max_new:
-            row.finish = "length"
-        self._flush(row, on_delta, final=row.finish is not None)
-
-    @staticmethod
-    def _flush(row: _Row, on_delta: DeltaCallback | None, *, final: bool) -> None:
-        """Emit text that can no longer change: hold back a possible stop-string prefix."""
-        text = row.text
-        if final:
-            safe = len(text)
-        else:
-            hold = max((len(s) - 1 for s in row.req.stop), default=0)
-            safe = len(text) - hold
-            while safe > row.emitted and text[safe - 1] == "\ufffd":  # partial UTF-8 char
-                safe -= 1
-        if safe > row.emitted:
-            piece = text[row.emitted : safe]
-            row.emitted = safe
-            if on_delta is not None:
-                on_delta(row.index, piece)
-
-
-def _sample(logits: Any, temperature: float, top_p: float, generator: Any) -> int:
-    import torch
-
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        cum = sorted_probs.cumsum(-1)
-        cut = cum - sorted_probs > top_p  # drop tokens once the mass before them exceeds p
-        sorted_probs[cut] = 0.0
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs.cpu(), 1, generator=generator).item())
 
 
 def _merge_adapter(model: Any, adapter_path: str, *, merge: bool = True) -> Any:

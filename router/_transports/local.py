@@ -257,9 +257,13 @@ class LocalTransport:
     def complete(self, request: ChatRequest) -> BackendResult:
         """Answer one request (blocks the calling thread, not the batcher)."""
         gen = self._to_generation(request)
+        future = None
         try:
-            result = self.batcher.submit(gen).result(timeout=request.timeout)
+            future = self.batcher.submit(gen)
+            result = future.result(timeout=request.timeout)
         except BaseException as exc:
+            if future is not None:
+                future.cancel()  # a timed-out request leaves the running batch
             self._raise(exc)
         return self._to_backend(result)
 

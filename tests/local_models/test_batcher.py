@@ -131,33 +131,88 @@ def test_failed_swap_raises_and_keeps_old_adapter(make_engine, make_adapter, tmp
     assert after.text == before.text
 
 
-def test_long_generations_share_waves_and_do_not_hold_short_ones(make_engine):
-    from local_models.batcher import LONG_GENERATION
+def _first_delta(batcher, req):
+    """Submit ``req`` and return its future once its first text piece was decoded."""
+    started = threading.Event()
+    future = batcher.submit(req, on_delta=lambda _text: started.set())
+    assert started.wait(timeout=60)
+    return future
+
+
+def test_requests_join_a_running_batch_and_get_their_own_answer(make_engine):
+    # Continuous batching: newcomers are spliced into a batch that is mid-generation (their
+    # KV cache left-padded to the running one's length); each must still get exactly the answer
+    # it gets alone.
+    engine = make_engine()
+    long = GenerationRequest(messages=user(PROMPTS[4]), max_tokens=40)
+    late = [GenerationRequest(messages=user(PROMPTS[i]), max_tokens=12) for i in (0, 1, 7, 9)]
+    system = {"role": "system", "content": "You are a support bot. Answer with one label."}
+    shared = [  # a second group sharing a system prompt (goes through the prefix cache)
+        GenerationRequest(messages=(system, *user(PROMPTS[i])), max_tokens=8) for i in (2, 3)
+    ]
+    expected = [engine.generate([r])[0].text for r in [long, *late, *shared]]
+    with DynamicBatcher(engine, max_batch_size=8, max_wait_ms=0, max_queue=16) as batcher:
+        first = _first_delta(batcher, long)
+        joined = [batcher.submit(r) for r in late]
+        in_pairs = [batcher.submit(r) for r in shared]
+        got = [f.result(timeout=60).text for f in [first, *joined, *in_pairs]]
+    assert got == expected
+
+
+def test_a_short_request_does_not_wait_for_a_long_generation(make_engine, monkeypatch):
 
     engine = make_engine()
-    sizes: list[tuple[int, ...]] = []
-    generate = engine.generate
+    long = GenerationRequest(messages=user(PROMPTS[4]), max_tokens=150)
+    short = GenerationRequest(messages=user(PROMPTS[1]), max_tokens=5)
+    assert engine.generate([long])[0].completion_tokens == 150  # it really runs that long
+    finished: list[str] = []
+    with DynamicBatcher(engine, max_batch_size=4, max_wait_ms=0, max_queue=8) as batcher:
+        f_long = _first_delta(batcher, long)
+        f_short = batcher.submit(short)
+        f_short.add_done_callback(lambda _f: finished.append("short"))
+        f_long.add_done_callback(lambda _f: finished.append("long"))
+        assert f_short.result(timeout=60).text == engine.generate([short])[0].text
+        assert f_long.result(timeout=60).completion_tokens == 150
+    assert finished == ["short", "long"]
 
-    def recording(requests, **kw):
-        sizes.append(tuple(r.max_tokens for r in requests))
-        return generate(requests, **kw)
 
-    engine.generate = recording
-    long_n, short_n = LONG_GENERATION + 1, 4
-    batcher = DynamicBatcher(engine, max_batch_size=4, max_wait_ms=0, max_queue=16)
-    engine._lock.acquire()  # hold the model while the queue fills: first wave is one request
-    try:
-        first = batcher.submit(_reqs(1, max_tokens=short_n)[0])
-        deadline = time.time() + 10
-        while batcher.queue_depth and time.time() < deadline:
-            time.sleep(0.01)
-        mixed = [
-            batcher.submit(GenerationRequest(messages=user(PROMPTS[i]), max_tokens=n))
-            for i, n in enumerate([long_n, short_n, long_n, short_n, short_n])
-        ]
-    finally:
-        engine._lock.release()
-    first.result(timeout=60)
-    assert all(f.result(timeout=60) for f in mixed)
-    batcher.close()
-    assert sizes[1:] == [(long_n, long_n), (short_n, short_n, short_n)]
+def test_a_cancelled_request_leaves_the_batch_and_frees_its_slot(make_engine, monkeypatch):
+    from local_models.running_batch import RunningBatch
+
+    steps = []
+    step = RunningBatch.step
+
+    def counting(self):
+        steps.append(len(self.rows))
+        return step(self)
+
+    monkeypatch.setattr(RunningBatch, "step", counting)
+    engine = make_engine()
+    long = GenerationRequest(messages=user(PROMPTS[4]), max_tokens=150)
+    short = GenerationRequest(messages=user(PROMPTS[1]), max_tokens=5)
+    with DynamicBatcher(engine, max_batch_size=1, max_wait_ms=0, max_queue=8) as batcher:
+        gone = _first_delta(batcher, long)
+        assert gone.cancel()  # e.g. the HTTP client hung up, or its timeout passed
+        assert batcher.submit(short).result(timeout=60).completion_tokens == 5
+        stream = batcher.stream(long)
+        next(stream)
+        stream.close()  # a consumer that stops reading a stream cancels it too
+        assert batcher.submit(short).result(timeout=60).completion_tokens == 5
+    # With one slot, the short requests could only run once the long rows were gone: far
+    # fewer decode steps than two full 150-token generations.
+    assert len(steps) < 150
+
+
+def test_a_broken_stream_consumer_does_not_fail_its_neighbours(make_engine):
+    engine = make_engine()
+    reqs = _reqs(3, max_tokens=10)
+    expected = [engine.generate([r])[0].text for r in reqs[1:]]
+
+    def explode(_text: str) -> None:
+        raise RuntimeError("consumer went away")
+
+    with DynamicBatcher(engine, max_batch_size=4, max_wait_ms=50, max_queue=8) as batcher:
+        broken = batcher.submit(reqs[0], on_delta=explode)
+        others = [batcher.submit(r) for r in reqs[1:]]
+        assert [f.result(timeout=60).text for f in others] == expected
+    assert broken.cancelled()

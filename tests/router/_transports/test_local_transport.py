@@ -90,10 +90,12 @@ async def test_async_paths(transport):
 def test_oom_is_translated_with_cause(transport, monkeypatch):
     import torch
 
-    def boom(requests, on_delta=None):
+    from local_models.running_batch import RunningBatch
+
+    def boom(self, requests, encoded, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
 
-    monkeypatch.setattr(transport.engine, "generate", boom)
+    monkeypatch.setattr(RunningBatch, "add", boom)  # the prefill runs out of memory
     with pytest.raises(LocalOutOfMemory) as info:
         transport.complete(ChatRequest(messages=MSGS, model="m", max_tokens=3))
     assert isinstance(info.value.__cause__, torch.OutOfMemoryError)
