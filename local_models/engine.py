@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 import copy
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -311,16 +311,26 @@ class LocalEngine:
                 batch.step()
         return [row.result(batch.adapter_version) for row in rows]
 
-    def shared_prefix_len(self, encoded: Sequence[list[int]]) -> int:
+    def shared_prefix_len(
+        self, encoded: Sequence[list[int]], kept_prefixes: Mapping[tuple[int, ...], Any]
+    ) -> int:
         """Tokens at the start of every prompt worth prefilling once, 0 when none.
 
         The common prefix is cut back to just after its last special token (a chat-turn
         boundary such as ``<|im_start|>``), so later batches with other user texts hit the
-        same cached prefix; every row keeps at least one token of its own. Batches of one
-        are prefilled whole (``benchmarks/prefix_cache.py``: the split was slower there).
+        same cached prefix; every row keeps at least one token of its own. A lone prompt uses
+        the longest prefix already in ``kept_prefixes`` that it starts with: under continuous
+        batching newcomers often arrive one at a time, and re-prefilling the app's system
+        prompt for each stalled every running row for it.
         """
-        if not self.config.prefix_cache or len(encoded) < 2:
-            return 0  # a lone request: the split prefill measured slower than one pass
+        if not self.config.prefix_cache or not encoded:
+            return 0
+        if len(encoded) == 1:
+            ids = encoded[0]
+            return max(
+                (len(p) for p in kept_prefixes if len(p) < len(ids) and tuple(ids[: len(p)]) == p),
+                default=0,
+            )
         first, n = encoded[0], min(len(ids) for ids in encoded) - 1
         common = 0
         while common < n and all(ids[common] == first[common] for ids in encoded):

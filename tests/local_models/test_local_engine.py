@@ -213,9 +213,12 @@ def test_shared_system_prompt_prefix_cache_gives_the_same_answers(make_engine):
     batch1 = [GenerationRequest(messages=support(t), max_tokens=8) for t in texts]
     batch2 = [GenerationRequest(messages=support(t + " Thanks"), max_tokens=8) for t in texts]
     cached, plain = make_engine(), make_engine(prefix_cache=False)
-    # the first batch prefills the prefix, the second reuses it; a lone request skips it
+    # the first batch prefills the prefix, the second reuses it, and so does a lone request
+    # (under continuous batching newcomers often arrive one at a time)
     for batch in (batch1, batch2, batch1[:1]):
         _same(cached.generate(batch), plain.generate(batch))
+    lone = [cached.encode(batch1[0])]
+    assert 0 < cached.shared_prefix_len(lone, cached._prefixes) < len(lone[0])
     mixed = [batch1[0], GenerationRequest(messages=user("Hi"), max_tokens=8)]  # nothing shared
     _same(cached.generate(mixed), plain.generate(mixed))
 
