@@ -30,9 +30,10 @@ class LocalModelConfig:
     adapter_version: str | None = None
     """Label reported on every result produced with that adapter."""
     max_batch_size: int = 16
-    """Most requests decoded together in one batch."""
+    """Most requests decoding together in the running batch."""
     max_wait_ms: float = 5.0
-    """How long the batcher waits for more requests before starting a partial batch."""
+    """When the model is idle, how long a first request waits for company (one prefill for a
+    burst); with rows running, newcomers join at the next step without waiting."""
     max_queue: int = 256
     """Queued requests beyond this are rejected at once with ``Overloaded``."""
     max_context_tokens: int = 2048

@@ -232,9 +232,10 @@ class LocalConfig:
     """Weight precision / quantization backend name (``local_models`` validates the name);
     ``"auto"`` picks the best available on this machine."""
     max_batch_size: int = d.LOCAL_MAX_BATCH_SIZE
-    """Most requests the dynamic batcher runs in one forward pass."""
+    """Most requests decoding together (continuous batching: newcomers join between steps)."""
     max_wait_ms: float = d.LOCAL_MAX_WAIT_MS
-    """How long the batcher waits for more requests before running a partial batch."""
+    """When the model is idle, how long a first request waits for company; running batches
+    take newcomers at the next step without waiting."""
     max_queue: int = d.LOCAL_MAX_QUEUE
     """Queued local requests beyond this are refused (``Overloaded``); >= ``max_batch_size``."""
     max_prompt_tokens: int = d.LOCAL_MAX_PROMPT_TOKENS
