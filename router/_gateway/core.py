@@ -655,9 +655,17 @@ class Gateway:
         closer = getattr(self._local, "close", None)
         if closer:
             closer()
+        # Drop the model with the client, not with the last reference to the client (a closed
+        # client kept in scope held ~1 GB through the demo's training step).
+        self._local = None
+        self._local_factory = _closed_client
         if self.cache is not None and hasattr(self.cache, "close"):
             self.cache.close()
         self.ledger.flush()  # rows queued while the file was locked land before we return
+
+
+def _closed_client() -> Any:
+    raise LocalModelError("this client is closed; create a new one to use the local model")
 
 
 async def _aiter(items: list[StreamDelta]) -> AsyncIterator[StreamDelta]:

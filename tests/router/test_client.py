@@ -352,3 +352,21 @@ def test_the_policy_builds_the_local_transport_and_the_cache(replay, tmp_path, m
         assert client._gateway.cache.config is policy.cache
     assert built["max_new_tokens"] == 40
     assert built["config"] == policy.local.engine_config()
+
+
+def test_closing_a_client_lets_its_local_model_go(replay, tmp_path):
+    # A closed client that stays in scope (the demo's phase-1 client did) must not keep the
+    # local model's memory alive, and must say it is closed if used again.
+    import gc
+    import weakref
+
+    local = local_answer()
+    gone = weakref.ref(local)
+    client = make_client(replay, tmp_path, mode="local", local=local)
+    del local
+    assert client.chat.completions.create(**ask()).route.route == "local"
+    client.close()
+    gc.collect()
+    assert gone() is None
+    with pytest.raises(Exception, match="client is closed"):
+        client.chat.completions.create(**ask())
