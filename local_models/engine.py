@@ -26,6 +26,7 @@ from local_models.answer_sets import AnswerSets, read_answer_sets
 from local_models.config import GenerationRequest, GenerationResult, LocalModelConfig
 from local_models.constrained import TrieCache
 from local_models.errors import InvalidRequest, ModelLoadError
+from local_models.memory import trim_heap
 from local_models.prompt import render_chat
 from local_models.running_batch import RunningBatch
 from local_models.threads import default_threads, release_thread_pool
@@ -111,6 +112,7 @@ class LocalEngine:
         device = resolve_device(config.device)
         backend = get_backend(config.precision, device=device)
         path = resolve_model(config.model)
+        trim_heap()  # what an earlier phase (training, say) freed, before this load adds to it
         tokenizer = load_tokenizer(path)
         if config.adapter_path is not None:
             if backend.convert is None:

@@ -659,6 +659,10 @@ class Gateway:
         # client kept in scope held ~1 GB through the demo's training step).
         self._local = None
         self._local_factory = _closed_client
+        if closer:
+            from local_models.memory import trim_heap
+
+            trim_heap()
         if self.cache is not None and hasattr(self.cache, "close"):
             self.cache.close()
         self.ledger.flush()  # rows queued while the file was locked land before we return

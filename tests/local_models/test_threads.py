@@ -28,3 +28,16 @@ def test_a_thread_can_free_its_openmp_team_and_torch_still_works_after():
     assert release_thread_pool()  # torch's OpenMP runtime was found and did it
     assert freed == [True, True]
     assert float((x + x).sum()) == expected
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_getaffinity"), reason="Linux only")
+def test_freed_heap_goes_back_to_the_os_before_a_model_load():
+    import platform
+
+    from local_models.memory import trim_heap
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+    blocks = [bytearray(64 * 1024) for _ in range(2000)]  # ~128 MB in heap-sized blocks
+    del blocks
+    assert trim_heap()
