@@ -80,8 +80,7 @@ class LocalEngine:
         self._base_factory = base_factory
         self._convert = convert
         self._merge = merge
-        self._lock = threading.RLock()
-        self.model_lock = self._lock
+        self.model_lock = threading.RLock()
         """Held around every model call (re-entrant): adapter swaps and direct ``generate``
         calls never interleave with a running batch's step."""
         self.adapter_version: str | None = config.adapter_version
@@ -202,7 +201,7 @@ class LocalEngine:
         merged = self._convert(_merge_adapter(self._base_factory(), path, merge=self._merge)).eval()
         answer_sets = read_answer_sets(path)
         release_thread_pool()  # this thread is done with torch; the model thread keeps its team
-        with self._lock:  # model and its answer sets change together, between batches
+        with self.model_lock:  # model and its answer sets change together, between batches
             self._model = merged
             self.adapter_path = path
             self.adapter_version = version
@@ -265,7 +264,7 @@ class LocalEngine:
     def open_batch(self) -> RunningBatch:
         """A running batch on the model serving now; requests join it between steps
         (``local_models.running_batch``: continuous batching)."""
-        with self._lock:
+        with self.model_lock:
             return RunningBatch(
                 self,
                 self._model,
@@ -306,7 +305,7 @@ class LocalEngine:
             None if on_delta is None else (lambda text, i=i: on_delta(i, text))
             for i in range(len(requests))
         ]
-        with self._lock:  # one batch at a time on this model; swaps land between calls
+        with self.model_lock:  # one batch at a time on this model; swaps land between calls
             batch = self.open_batch()
             rows = batch.add(requests, encoded, on_delta=callbacks)
             while batch.rows:

@@ -60,7 +60,7 @@ def test_sync_stream_yields_deltas_then_result(make_engine):
 def test_full_queue_rejects_immediately_with_overloaded(make_engine):
     engine = make_engine()
     batcher = DynamicBatcher(engine, max_batch_size=1, max_wait_ms=0, max_queue=2)
-    engine._lock.acquire()  # hold the model: the first request blocks inside generate
+    engine.model_lock.acquire()  # hold the model: the first request blocks inside generate
     try:
         first = batcher.submit(_reqs(1)[0])
         deadline = time.time() + 10
@@ -72,7 +72,7 @@ def test_full_queue_rejects_immediately_with_overloaded(make_engine):
             batcher.submit(_reqs(1)[0])
         assert time.perf_counter() - start < 1.0
     finally:
-        engine._lock.release()
+        engine.model_lock.release()
     assert first.result(timeout=30).completion_tokens > 0
     assert all(f.result(timeout=30).text for f in queued)
     batcher.close()
