@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import threading
@@ -57,13 +56,14 @@ def _level(client, texts: list[str], system: str, concurrency: int) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    ordered = sorted(latencies)
+    from router.ledger.reports import percentile
+
     rate = len(latencies) / wall
     return {
         "concurrency": concurrency,
         "requests": len(latencies),
-        "p50_ms": round(1000 * statistics.median(ordered), 1),
-        "p95_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1),
+        "p50_ms": round(1000 * percentile(latencies, 50), 1),
+        "p95_ms": round(1000 * percentile(latencies, 95), 1),
         "req_per_s": round(rate, 1),
         "concurrency_over_throughput_ms": round(1000 * concurrency / rate, 1),
     }

@@ -40,11 +40,6 @@ def _request(i: int, max_tokens: int):
     )
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
 def _run_level(batcher, n: int, lengths: list[int], rounds: int = 1) -> dict:
     """``n`` clients, each sending ``rounds`` requests back to back (closed loop); client
     ``c``'s ``k``-th request asks for ``lengths[(c + k) % len(lengths)]`` tokens."""
@@ -73,6 +68,8 @@ def _run_level(batcher, n: int, lengths: list[int], rounds: int = 1) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
+    from router.ledger.reports import percentile
+
     tokens = sum(r.completion_tokens for r in results)
     return {
         "concurrency": n,
@@ -81,8 +78,8 @@ def _run_level(batcher, n: int, lengths: list[int], rounds: int = 1) -> dict:
         "wall_s": round(wall, 3),
         "tok_per_s": round(tokens / wall, 1),
         "ttft_ms_mean": round(1000 * sum(ttft) / len(ttft), 1),
-        "ttft_ms_p50": round(1000 * _percentile(ttft, 0.5), 1),
-        "ttft_ms_p99": round(1000 * _percentile(ttft, 0.99), 1),
+        "ttft_ms_p50": round(1000 * percentile(ttft, 50), 1),
+        "ttft_ms_p99": round(1000 * percentile(ttft, 99), 1),
         "ttft_ms_max": round(1000 * max(ttft), 1),
     }
 
