@@ -143,6 +143,16 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--adapter", type=Path, help="skip training: evaluate this adapter dir")
     p.add_argument("--usd-per-hour", type=float, default=0.10, help="local hardware price")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        help="serving precision of the cascade figures (fp32, bf16, int4, auto)",
+    )
+    p.add_argument(
+        "--rows-out",
+        type=Path,
+        help="write the cascade rows (label, score, local_seconds, tokens) as JSONL here",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)
 
@@ -150,8 +160,9 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
 def cascade_costs(
     model_spec: str, adapter_dir: Path, heldout: list, labels: list[str] | None, args: Any
 ) -> dict[str, Any]:
-    """Serve the held-out rows through the serving engine (fp32, batches of 16, constrained to
-    the answer set), then tune a cascade per cloud price and report its cost vs all-cloud."""
+    """Serve the held-out rows through the serving engine (``--precision``, batches of 16,
+    constrained to the answer set), then tune a cascade per cloud price and report its cost vs
+    all-cloud."""
     import numpy as np
 
     from local_models import GenerationRequest, LocalEngine, LocalModelConfig
@@ -167,7 +178,7 @@ def cascade_costs(
             model=model_spec,
             adapter_path=str(adapter_dir),
             adapter_version="bench",
-            precision="fp32",
+            precision=args.precision,
         )
     )
     ok, conf, seconds, tokens = [], [], [], []
@@ -186,12 +197,18 @@ def cascade_costs(
         )
         for e, g in zip(batch, results, strict=True):
             ok.append(int(label_match(answer=g.text, reference=e.answer)))
-            conf.append(confidence(g.token_logprobs or []))
+            conf.append(confidence(g.token_logprobs or [], closed_answer=g.closed_answer))
             seconds.append(g.compute_seconds)
             tokens.append((count_prompt_tokens(list(e.messages)), count_text_tokens(e.answer)))
         show(len(ok), len(heldout))
     y, c = np.array(ok), np.array(conf)
     lo = np.array(seconds) * args.usd_per_hour / 3600
+    if args.rows_out:  # per-row evidence for benchmarks/tune_guarantee.py
+        args.rows_out.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.rows_out, "w", encoding="utf-8") as f:
+            for k, v, sec, (pt, at) in zip(ok, conf, seconds, tokens, strict=True):
+                row = {"label": k, "score": v, "local_seconds": sec}
+                f.write(json.dumps({**row, "prompt_tokens": pt, "answer_tokens": at}) + "\n")
     prices = PriceBook()
     order = np.random.default_rng(args.seed).permutation(len(y))
     folds = [order[: len(y) // 2], order[len(y) // 2 :]]
@@ -209,12 +226,17 @@ def cascade_costs(
             r = tune_threshold(
                 c[tune_idx],
                 y[tune_idx],
-                cl[tune_idx] + lo[tune_idx],  # an escalated row paid the local try and the cloud
+                cl[tune_idx],
                 lo[tune_idx],
+                escalation=True,  # an escalated row paid the local try and the cloud
                 target_quality=args.target_quality,
                 min_labels=CASCADE_FOLD_LABELS,
             )
             thresholds.append(round(r.threshold, 4))
+            if r.all_cloud:  # the cascade does not pay (or cannot show the target): no local try
+                spent += float(cl[test_idx].sum())
+                quality += len(test_idx)
+                continue
             keep = c[test_idx] >= r.threshold
             spent += float(np.where(keep, lo[test_idx], lo[test_idx] + cl[test_idx]).sum())
             quality += float(np.where(keep, y[test_idx], 1).sum())

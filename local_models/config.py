@@ -123,3 +123,7 @@ class GenerationResult:
     """This request's share of its batch's wall-clock seconds (by prompt + generated tokens);
     the shares of one batch add up to its wall time, so local cost is not counted N times."""
     adapter_version: str | None = None
+    closed_answer: bool = False
+    """Decoding was constrained to a closed answer set (``allowed_answers`` or the adapter's
+    answer set for the traffic class): the answer is one of a few labels, so its confidence is
+    the label's probability (``router.scoring.confidence``)."""

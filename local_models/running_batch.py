@@ -65,6 +65,7 @@ class Row:
             token_logprobs=self.logprobs,
             compute_seconds=self.compute_seconds,
             adapter_version=adapter_version,
+            closed_answer=self.cursor is not None,
         )
 
 

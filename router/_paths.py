@@ -8,7 +8,8 @@ import only: ``import router.cli`` and ``hybridgate report`` import this.
 Layout (``$HYBRIDGATE_HOME`` when set, else the platform's folders)::
 
     data home   ($HYBRIDGATE_HOME | user_data_dir)   ledger.sqlite, policy.yaml,
-                                                     policy.status.json, demo/, adapters/
+                                                     policy.status.json, demo/, simulate/,
+                                                     adapters/
     cache home  ($HYBRIDGATE_HOME | user_cache_dir)  cache/ (responses), models/
 
 The rule itself (``data_home``, ``cache_home``) and the 0700/0600 helpers live in the leaf
@@ -45,6 +46,7 @@ CACHE_DIRNAME = "cache"
 POLICY_FILENAME = "policy.yaml"
 STATUS_SUFFIX = ".status.json"
 DEMO_DIRNAME = "demo"
+SIMULATE_DIRNAME = "simulate"
 
 
 def default_ledger_path() -> Path:
@@ -89,6 +91,11 @@ def demo_home() -> Path:
     return data_home() / DEMO_DIRNAME
 
 
+def simulate_home() -> Path:
+    """``hybridgate simulate``'s ledger, adapters and policy: ``data_home()/simulate``."""
+    return data_home() / SIMULATE_DIRNAME
+
+
 __all__ = [
     "APP_NAME",
     "DIR_MODE",
@@ -105,5 +112,6 @@ __all__ = [
     "private_dir",
     "private_file",
     "serving_status_path",
+    "simulate_home",
     "tighten",
 ]

@@ -60,6 +60,8 @@ class BackendResult:
     """Price the provider charged, when the backend knows it (cloud)."""
     adapter_version: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    closed_answer: bool = False
+    """The local answer was decoded from a closed answer set (confidence = its probability)."""
 
 
 @dataclass

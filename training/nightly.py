@@ -238,11 +238,28 @@ def relabel(
     return n
 
 
+def _daily_volume(ledger: Any, classes: list[str] | None, *, now: float | None = None) -> int:
+    """Requests of ``classes`` (None: all) served in the last day: the traffic a threshold tuned
+    tonight will see before the next run, which its quality promise is about."""
+    from local_models.answer_sets import traffic_class
+
+    since = (time.time() if now is None else now) - 86400.0
+    wanted = None if classes is None else set(classes)
+    return sum(
+        1
+        for e in ledger.rows(since=since)
+        if e.reason != "judge"
+        and (wanted is None or (e.messages is not None and traffic_class(e.messages) in wanted))
+    )
+
+
 def _tuned(result: Any) -> dict[str, Any]:
     return {
         "threshold": result.threshold,
         "expected_quality": result.expected_quality,
-        "quality_lo": result.quality_ci[0],
+        "quality_lo": result.quality_lo,
+        "delta": result.delta,
+        "fresh": result.fresh,
         "cost_fraction": result.cost_fraction,
         "local_fraction": result.local_fraction,
         "n_labels": result.n_labels,
@@ -251,9 +268,11 @@ def _tuned(result: Any) -> dict[str, Any]:
 
 def _evidence(what: str, result: Any) -> str:
     return (
-        f"{what} {result.threshold:.4f}: quality {result.expected_quality:.3f} (95% lower bound "
-        f"{result.quality_ci[0]:.3f} >= target {result.target_quality:.3f}) on {result.n_labels} "
-        f"labels, {result.local_fraction:.1%} local"
+        f"{what} {result.threshold:.4f}: quality {result.expected_quality:.3f} (>= "
+        f"{result.quality_lo:.3f} over {result.fresh} fresh requests with "
+        f"{1 - result.delta:.0%} confidence, target {result.target_quality:.3f}) on "
+        f"{result.n_labels} labels, {result.local_fraction:.1%} local, cost "
+        f"{result.cost_fraction:.1%} of all-cloud"
     )
 
 
@@ -282,7 +301,9 @@ def serve_adapter(
 
     The adapter answers locally only what the evidence supports: the traffic classes its gate
     passed (``served_classes`` in its metadata -> ``rules.local_classes``) and, within those,
-    only at thresholds retuned to ``target_quality`` on shadow labels of those classes. When
+    only at thresholds retuned to ``target_quality`` on shadow labels of those classes; the
+    quality promise covers as many fresh requests as those classes saw in the last day (at
+    least as many as were labelled), the traffic until the next nightly run. When
     the labels cannot show that (too few of them, or no threshold keeps anything local at the
     target's 95% lower bound), the adapter takes no traffic: ``rules.local_classes: []`` sends
     every request to the cloud and shadow labelling stays on (at least ``EARN_SHADOW_RATE``),
@@ -315,20 +336,28 @@ def serve_adapter(
     elif classes == []:
         reason = "its gate passed no traffic class"
     else:
-        labelled = labelled_from_ledger(ledger, classes=classes)
+        trained_until = adapter.metadata.get("trained_until")
+        labelled = labelled_from_ledger(ledger, classes=classes, after=trained_until)
         status["n_labels"] = len(labelled)
+        status["labels_after"] = trained_until
+        fresh = max(len(labelled), _daily_volume(ledger, classes))
+        status["fresh"] = fresh
         route = cascade = None
         route_error = cascade_error = ""
         try:
-            tuned = retune(labelled, base, target_quality=target_quality, out_dir=out.parent)
+            tuned = retune(
+                labelled, base, target_quality=target_quality, fresh=fresh, out_dir=out.parent
+            )
             route = tuned.result
             status["route"] = _tuned(route)
         except ValueError as exc:  # too few labels, or one class only (nothing to fit)
             route_error = str(exc)
         if base.mode in ("cascade", "hybrid"):
             start = base
-            if route is not None:
-                start = tuned.policy
+            if route is not None and not route.all_cloud:
+                start = tuned.policy  # its classifier; in cascade mode not its class choice
+                if base.mode == "cascade":
+                    start = start.replace(**{"rules.local_classes": classes})
             elif base.mode == "hybrid":  # no fitted router: cascade every request
                 start = base.replace(classifier=None)
             try:  # the cascade band keeps only answers the student is sure of
@@ -337,6 +366,7 @@ def serve_adapter(
                     start,
                     target="cascade",
                     target_quality=target_quality,
+                    fresh=fresh,
                     out_dir=out.parent,
                 )
                 status["cascade"] = _tuned(cascade.result)
@@ -373,6 +403,17 @@ def serve_adapter(
                 )
             errors = "; ".join(dict.fromkeys(found))
             reason = f"the labels cannot show quality >= {target_quality:.2f} yet: {errors}"
+        unpaid = {
+            **(tuned.dropped if route is not None and base.mode != "cascade" else {}),
+            **(cascade.dropped if cascade is not None else {}),
+        }
+        if unpaid:
+            status["unpaid_classes"] = unpaid
+            listed = "; ".join(f"{k}: {v}" for k, v in unpaid.items())
+            if new_policy is not None and new_policy.rules.local_classes == ():
+                new_policy, reason = None, f"local answers do not pay on any class ({listed})"
+            else:
+                reason += f"; taken off the local tier because local does not pay: {listed}"
     takes_traffic = new_policy is not None and new_policy.mode != "cloud"
     if new_policy is None:
         new_policy = base.replace(

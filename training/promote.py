@@ -319,6 +319,9 @@ def distill_and_promote(
             "data_window": {"min_ts": min(e.ts for e in train), "max_ts": max(e.ts for e in train)},
             "n_train": len(train),
             "n_heldout": len(heldout),
+            # Labels of requests up to here may be of examples it learned: the retune that
+            # promises quality on fresh traffic must not calibrate on them.
+            "trained_until": max((e.ts for e in train), default=None),
             "metrics": {
                 **cand.to_dict(),
                 "tokens_per_s": res.tokens_per_s,

@@ -244,6 +244,7 @@ class LocalTransport:
             compute_seconds=result.compute_seconds,
             token_logprobs=list(result.token_logprobs),
             adapter_version=result.adapter_version,
+            closed_answer=result.closed_answer,
         )
 
     @staticmethod

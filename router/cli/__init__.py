@@ -6,7 +6,7 @@ are imported inside commands, so ``import router.cli`` takes tens of millisecond
 ``hybridgate report`` never imports openai, litellm or torch.
 
 Commands, by module: ``ask``; ``report``; ``doctor``; ``tune`` and ``bench router``
-(``tune``); ``distill``; ``adapters list|show|promote|rollback`` (``adapters``); ``demo``,
+(``tune``); ``distill``; ``adapters list|show|promote|rollback`` (``adapters``); ``demo``, ``simulate``,
 ``replay-cloud`` and ``models pull`` (``demo``). Shared options and the error exit are in
 ``router.cli._common``.
 
@@ -38,6 +38,7 @@ app.add_typer(tune.bench_app, name="bench")
 app.command("tune")(tune.tune)
 app.command("distill")(distill.distill)
 app.command("demo")(demo.demo)
+app.command("simulate")(demo.simulate)
 app.add_typer(adapters.adapters_app, name="adapters")
 
 

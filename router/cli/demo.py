@@ -1,5 +1,6 @@
-"""``hybridgate demo`` (the whole loop offline), ``hybridgate replay-cloud`` (the fake cloud it
-runs against) and ``hybridgate models pull`` (the local model it needs)."""
+"""``hybridgate demo`` and ``hybridgate simulate`` (the whole loop offline, on bundled data or on
+a team's own traffic), ``hybridgate replay-cloud`` (the fake cloud they run against) and
+``hybridgate models pull`` (the local model they need)."""
 
 from __future__ import annotations
 
@@ -28,18 +29,30 @@ def demo(
         1, "--rounds", min=1, help="Nightly rounds (distil, then fresh traffic) after phase 1."
     ),
     concurrency: int = typer.Option(8, "--concurrency", help="Requests in flight at once."),
+    intents: str = typer.Option(
+        "demo", "--intents", help="Banking77 intents in the traffic: demo (20) or all (77)."
+    ),
+    cloud_model: str = typer.Option(
+        "gpt-4-1106-preview",
+        "--cloud-model",
+        help="Price the replay cloud's answers as this model.",
+    ),
     home: Path | None = typer.Option(
         None,
         "--home",
         help="Where the demo keeps its ledger and adapters [default: HYBRIDGATE_HOME/demo].",
     ),
     seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(
+        False, "--json", help="Last line: the figures as one JSON object."
+    ),
 ) -> None:
     """The whole loop offline: replay cloud -> traffic -> distil -> promote -> retune -> traffic."""
     from router._paths import demo_home
     from router.devtools.demo import run_demo
-    from router.ledger.reports import render_table
 
+    if intents not in ("demo", "all"):
+        fail(f"--intents must be demo or all, got {intents!r}")
     result = run_demo(
         home=home or demo_home(),
         requests=requests,
@@ -48,14 +61,82 @@ def demo(
         gsm_share=gsm_share,
         rounds=rounds,
         concurrency=concurrency,
+        cloud_model=cloud_model,
+        intents=intents,
         seed=seed,
         say=typer.echo,
     )
+    _print_result(result, as_json)
+
+
+def simulate(
+    traffic: Path = typer.Option(
+        ...,
+        "--traffic",
+        exists=True,
+        dir_okay=False,
+        help="Labelled traffic, CSV or JSONL: messages or prompt[,system], and reference.",
+    ),
+    eval_path: Path | None = typer.Option(
+        None,
+        "--eval",
+        exists=True,
+        dir_okay=False,
+        help="Traffic to judge the result on [default: a held-out 20% of --traffic].",
+    ),
+    cloud_model: str = typer.Option(
+        "gpt-4o-mini", "--cloud-model", help="Price the references as this cloud model's answers."
+    ),
+    nights: int = typer.Option(1, "--nights", min=1, help="Nightly distil/gate/retune rounds."),
+    train_examples: int = typer.Option(
+        1000, "--train-examples", help="At most this many distillation examples a night."
+    ),
+    epochs: float | None = typer.Option(
+        None, "--epochs", help="LoRA epochs [default: picked for the data and hardware]."
+    ),
+    concurrency: int = typer.Option(8, "--concurrency", help="Requests in flight at once."),
+    home: Path | None = typer.Option(
+        None,
+        "--home",
+        help="Where the run keeps its ledger and adapters [default: HYBRIDGATE_HOME/simulate].",
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(
+        False, "--json", help="Last line: the figures as one JSON object."
+    ),
+) -> None:
+    """Would hybridgate pay for your traffic? The whole loop offline on your own labelled requests."""
+    from router._paths import simulate_home
+    from router.devtools.simulate import simulate_file
+
+    try:
+        result = simulate_file(
+            traffic,
+            eval_path=eval_path,
+            home=home or simulate_home(),
+            nights=nights,
+            cloud_model=cloud_model,
+            train_examples=train_examples,
+            epochs=epochs,
+            concurrency=concurrency,
+            seed=seed,
+            say=typer.echo,
+        )
+    except ValueError as exc:  # a bad traffic file names the file, the row and the column
+        fail(str(exc))
+    _print_result(result, as_json)
+
+
+def _print_result(result: object, as_json: bool) -> None:
+    from router.ledger.reports import render_table
+
     out = console()
-    out.print(render_table(result.before))
-    out.print(render_table(result.after))
-    for line in result.summary_lines():
+    out.print(render_table(result.before))  # type: ignore[attr-defined]
+    out.print(render_table(result.after))  # type: ignore[attr-defined]
+    for line in result.summary_lines():  # type: ignore[attr-defined]
         typer.echo(line)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict()))  # type: ignore[attr-defined]
 
 
 def replay_cloud(

@@ -22,7 +22,11 @@ def report(
     since: str | None = typer.Option(
         None, "--since", help="2026-11-01, an ISO time, or 7d / 24h / 30m."
     ),
-    by: str = typer.Option("route", "--by", help="Group by day, route or model (or none)."),
+    by: str = typer.Option(
+        "route",
+        "--by",
+        help="Group by day, route, model or class (traffic class: system prompt), or none.",
+    ),
     fmt: str = typer.Option("table", "--format", "-f", help="table, json or csv."),
     plot: Path | None = typer.Option(None, "--plot", help="Also write a PNG chart here."),
     ledger: Path | None = LedgerOpt,
@@ -37,6 +41,7 @@ def report(
         summarize,
         to_csv,
         to_json,
+        unpaid_lines,
     )
     from router.ledger.reports import plot as plot_report
 
@@ -63,6 +68,8 @@ def report(
     else:
         console().print(render_table(rep))
         typer.echo(shadow_line(shadow))
+        for line in unpaid_lines(rep):
+            typer.echo(line)
     for line in serving_status_lines(policy_path()):  # why the adapter serves what
         typer.echo(line, err=fmt != "table")  # json/csv stay machine-readable on stdout
     if plot:

@@ -35,10 +35,27 @@ def tune(
     min_labels: int | None = typer.Option(
         None, "--min-labels", help="Refuse to tune on fewer labels."
     ),
+    delta: float = typer.Option(
+        0.05,
+        "--delta",
+        help="Allowed probability that quality on fresh traffic misses the target (0-1).",
+    ),
+    fresh: int | None = typer.Option(
+        None,
+        "--fresh",
+        min=0,
+        help="Promise quality over this many fresh requests [default: as many as labelled]; "
+        "0 promises the expected quality only.",
+    ),
     policy: str | None = PolicyOpt,
     ledger: Path | None = LedgerOpt,
 ) -> None:
-    """Fit the router on labelled traffic and pick the cheapest threshold that keeps quality."""
+    """Fit the router on labelled traffic and pick the cheapest threshold that keeps quality.
+
+    Quality over the next --fresh requests meets --target-quality with probability >= 1 - --delta
+    (an exact test, Learn-then-Test); traffic classes whose local answers cost at least the cloud's are taken
+    off the local tier, so the written policy is never dearer than all-cloud on these labels.
+    """
     from router._paths import policy_path
     from router.errors import HybridGateError
     from router.ledger import Ledger
@@ -48,6 +65,8 @@ def tune(
 
     if what not in ("route", "cascade"):
         fail(f"--what must be route or cascade, got {what!r}")
+    if not 0 < delta < 1:
+        fail(f"--delta must be between 0 and 1 (exclusive), got {delta!r}")
     pol = load_policy(policy)
     out_path = out or policy_path()
     try:
@@ -61,6 +80,8 @@ def tune(
             pol,
             target=what,  # type: ignore[arg-type]  # checked above
             target_quality=target_quality,
+            delta=delta,
+            fresh=fresh,
             out_dir=out_path.parent,
             min_labels=min_labels,
         )
@@ -68,6 +89,8 @@ def tune(
         fail(str(exc))
     typer.echo(format_curve(tuned.result))
     typer.echo("\n" + format_choice(tuned.result, what=what))
+    for kind, why in tuned.dropped.items():
+        typer.echo(f"class {kind} goes to the cloud: {why}")
     save_policy(tuned.policy, out_path)
     typer.echo(
         f"wrote {out_path}" + (f" and {tuned.classifier_path}" if tuned.classifier_path else "")

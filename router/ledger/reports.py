@@ -26,7 +26,7 @@ from router.ledger import LedgerEntry
 if TYPE_CHECKING:
     from rich.table import Table
 
-GROUPINGS: tuple[str | None, ...] = (None, "day", "route", "model")
+GROUPINGS: tuple[str | None, ...] = (None, "day", "route", "model", "class")
 """Accepted values of ``summarize(by=...)``."""
 
 LOCAL_ROUTES = frozenset({"local", "cache"})
@@ -56,6 +56,8 @@ class ReportGroup:
     p95_latency_ms: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    local_pays: bool | None = None
+    """None without local answers; else whether this group cost less than all-cloud would."""
 
 
 @dataclass
@@ -94,10 +96,27 @@ def _day(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
+CLASS_KEY_WIDTH = 48
+"""``--by class`` keys: a traffic class's system prompt, cut to this many characters."""
+
+
+def class_key(entry: LedgerEntry) -> str:
+    """The traffic class (system prompt) of a row, short enough for a table cell."""
+    if entry.messages is None:
+        return "(content not stored)"
+    from local_models.answer_sets import traffic_class
+
+    kind = traffic_class(entry.messages)
+    if not kind:
+        return "(no system prompt)"
+    return kind if len(kind) <= CLASS_KEY_WIDTH else kind[: CLASS_KEY_WIDTH - 3] + "..."
+
+
 _KEYS: dict[str, Callable[[LedgerEntry], str]] = {
     "day": lambda e: _day(e.ts),
     "route": lambda e: e.route or "none",
     "model": lambda e: e.model or "(none)",
+    "class": class_key,
 }
 
 
@@ -105,6 +124,7 @@ def _group(key: str, rows: Iterable[LedgerEntry]) -> ReportGroup:
     g = ReportGroup(key=key)
     latencies: list[float] = []
     served_locally = 0
+    any_local = False
     for e in rows:
         g.requests += 1
         g.errors += e.error_type is not None
@@ -112,12 +132,15 @@ def _group(key: str, rows: Iterable[LedgerEntry]) -> ReportGroup:
         g.baseline_cost_usd += e.baseline_cost_usd
         g.cache_hits += bool(e.cache_hit)
         served_locally += e.route in LOCAL_ROUTES
+        any_local |= e.route == "local" or bool(e.escalated)
         g.prompt_tokens += e.prompt_tokens
         g.completion_tokens += e.completion_tokens
         latencies.append(e.latency_ms)
     g.savings_usd = g.baseline_cost_usd - g.cost_usd
     g.savings_pct = 100.0 * g.savings_usd / g.baseline_cost_usd if g.baseline_cost_usd else 0.0
     g.local_share = served_locally / g.requests if g.requests else 0.0
+    if any_local:
+        g.local_pays = g.savings_usd > 0
     g.p50_latency_ms = percentile(latencies, 50)
     g.p95_latency_ms = percentile(latencies, 95)
     return g
@@ -128,7 +151,8 @@ def summarize(rows: list[LedgerEntry], *, by: str | None = "route") -> Report:
 
     Args:
         rows: Entries, e.g. ``ledger.rows(since=...)``.
-        by: ``"day"`` (UTC), ``"route"``, ``"model"`` or ``None`` (totals only).
+        by: ``"day"`` (UTC), ``"route"``, ``"model"``, ``"class"`` (traffic class: the system
+            prompt) or ``None`` (totals only).
 
     Returns:
         The report; groups sorted by key.
@@ -138,7 +162,8 @@ def summarize(rows: list[LedgerEntry], *, by: str | None = "route") -> Report:
     """
     if by not in GROUPINGS:
         raise ValueError(
-            f"cannot group a report by {by!r}: use one of day, route, model (or None for totals)"
+            f"cannot group a report by {by!r}: use one of day, route, model, class (or None for "
+            "totals)"
         )
     totals = _group("total", rows)
     groups: list[ReportGroup] = []
@@ -197,11 +222,30 @@ def render_table(report: Report) -> Table:
     table.add_column(report.by or "", style="cyan")
     for _, header in _COLUMNS:
         table.add_column(header, justify="right")
+    pays = report.by == "class"
+    if pays:
+        table.add_column("local pays", justify="center")
+
+    def cells(g: ReportGroup) -> list[str]:
+        row = [_fmt(n, getattr(g, n)) for n, _ in _COLUMNS]
+        if pays:
+            row.append("-" if g.local_pays is None else "yes" if g.local_pays else "NO")
+        return row
+
     for g in report.groups:
-        table.add_row(g.key, *(_fmt(n, getattr(g, n)) for n, _ in _COLUMNS))
-    t = report.totals
-    table.add_row("total", *(_fmt(n, getattr(t, n)) for n, _ in _COLUMNS), style="bold")
+        table.add_row(g.key, *cells(g), style=None if g.local_pays is not False else "red")
+    table.add_row("total", *cells(report.totals), style="bold")
     return table
+
+
+def unpaid_lines(report: Report) -> list[str]:
+    """One line per group whose local answers (and escalations) cost more than all-cloud."""
+    return [
+        f"local does not pay on {report.by} {g.key!r}: cost ${g.cost_usd:.4f} vs "
+        f"${g.baseline_cost_usd:.4f} all-cloud; `hybridgate tune` sends such classes to the cloud"
+        for g in report.groups
+        if g.local_pays is False
+    ]
 
 
 def to_json(report: Report) -> str:
@@ -371,6 +415,7 @@ def parse_since(text: str, *, now: float | None = None) -> float:
 
 __all__ = [
     "GROUPINGS",
+    "CLASS_KEY_WIDTH",
     "LOCAL_ROUTES",
     "Report",
     "ReportGroup",
@@ -382,7 +427,9 @@ __all__ = [
     "serving_status_lines",
     "serving_status_path",
     "shadow_line",
+    "class_key",
     "summarize",
     "to_csv",
     "to_json",
+    "unpaid_lines",
 ]

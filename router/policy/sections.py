@@ -314,7 +314,8 @@ class Thresholds:
     """Mode ``route``: classifier P(local answer ok) >= route -> local, else cloud."""
     cascade: float = 0.6
     """Modes ``cascade``/``hybrid``: local answer confidence >= cascade -> keep it, else
-    escalate to the cloud."""
+    escalate to the cloud. Confidence is a label's probability for answers from a closed
+    answer set, the geometric-mean token probability otherwise (``router.scoring.confidence``)."""
     hybrid_low: float = 0.3
     """Mode ``hybrid``: classifier score < hybrid_low -> straight to the cloud."""
     hybrid_high: float = 0.8

@@ -1,7 +1,8 @@
 """How sure the local model was of its own answer, from its token log-probabilities.
 
 The cascade answers locally first and keeps the answer when ``confidence >= thresholds.cascade``,
-else escalates to the cloud. Confidence is the **geometric-mean token probability**,
+else escalates to the cloud. For a label from a closed answer set it is the label's probability;
+otherwise the **geometric-mean token probability**,
 ``exp(mean logprob)``, in [0, 1]: it needs no training data, is monotone in the average surprise
 of the answer and does not shrink with answer length (a product of probabilities would punish
 long answers). ``hybridgate tune --what cascade`` picks ``thresholds.cascade`` on this score.
@@ -80,19 +81,30 @@ def confidence_features(token_logprobs: Sequence[float]) -> ConfidenceFeatures:
     )
 
 
-def confidence(token_logprobs: Sequence[float]) -> float:
-    """Confidence in [0, 1] that a local answer is acceptable: ``exp(mean logprob)``.
+def confidence(token_logprobs: Sequence[float], *, closed_answer: bool = False) -> float:
+    """Confidence in [0, 1] that a local answer is acceptable.
+
+    An open answer: ``exp(mean logprob)``, the geometric-mean token probability. An answer
+    decoded from a closed answer set (a label): ``exp(sum logprob)``, the probability of the
+    whole label. A label's later tokens are near-certain once its first is picked, so the mean
+    dilutes the one choice that matters; on 1,000 held-out Banking77 rows (77 intents) the
+    label probability separated right from wrong better (AUC 0.843 vs 0.824) and a cascade
+    tuned to 97% kept 49% local instead of 45% (``benchmarks/confidence_scores.py``).
 
     Args:
         token_logprobs: Natural-log probability of each generated token.
+        closed_answer: The answer came from constrained decoding over a closed set.
 
     Returns:
-        0.0 for an empty answer, else the geometric-mean token probability.
+        0.0 for an empty answer, else the score above.
 
     Raises:
         ValueError: If a value is NaN or positive.
     """
-    return confidence_features(token_logprobs).geometric_mean_prob
+    features = confidence_features(token_logprobs)
+    if closed_answer and features.n_tokens:
+        return math.exp(features.mean_logprob * features.n_tokens)
+    return features.geometric_mean_prob
 
 
 __all__ = [

@@ -266,7 +266,9 @@ def label_local_answer(
         judge=name,
         label=score,
         local_answer=local.text,
-        local_confidence=confidence(local.token_logprobs or []),
+        local_confidence=confidence(
+            local.token_logprobs or [], closed_answer=getattr(local, "closed_answer", False)
+        ),
         local_cost_usd=local_cost(local.compute_seconds, usd_per_hour),
         ts=time.time(),
     )

@@ -113,9 +113,10 @@ def test_allowed_answers_constrains_output(make_engine):
     engine = make_engine()
     answers = ("refund_request", "card_lost", "balance")
     req = GenerationRequest(messages=user("Which intent?"), max_tokens=20, allowed_answers=answers)
-    res = engine.generate([req])[0]
+    res, free = engine.generate([req, GenerationRequest(messages=user("hi"), max_tokens=4)])
     assert res.text in answers
     assert res.finish_reason == "stop"
+    assert res.closed_answer and not free.closed_answer  # the cascade scores labels apart
 
 
 def test_prompt_longer_than_context_is_a_clear_error(make_engine):

@@ -257,8 +257,10 @@ def test_promoted_adapter_serves_only_the_classes_it_cleared(tiny_model_dir, tmp
     from training import LoraTrainingConfig
     from training.evaluate import EvalResult
 
-    ledger = _mixed_ledger(tmp_path / "ledger.sqlite", math_answer="72")  # short: trained on
-    _label(ledger, 200, ok=lambda i: i % 10 != 0)  # the math labels are all wrong
+    # short math answers: trained on. Only the newest fifth (held out, never trained on) may
+    # calibrate the retune, so 400 requests leave it enough labels.
+    ledger = _mixed_ledger(tmp_path / "ledger.sqlite", n_intent=400, math_answer="72")
+    _label(ledger, 400, ok=lambda i: i % 10 != 0)  # the math labels are all wrong
 
     def fake_evaluate(base, heldout, **kwargs):
         by_class = {INTENT: EvalResult(0.9, 0.2, 36), "": EvalResult(0.1, 2.0, 12)}
@@ -284,7 +286,9 @@ def test_promoted_adapter_serves_only_the_classes_it_cleared(tiny_model_dir, tmp
     assert registry.current().metadata["served_classes"] == [INTENT]
     policy = load(tmp_path / "policy.yaml")
     assert policy.rules.local_classes == (INTENT,)
-    assert summary.retune["takes_traffic"] and summary.retune["n_labels"] == 180
+    # tuned on the intents' labels only, and only on requests newer than its training data
+    assert summary.retune["takes_traffic"] and summary.retune["n_labels"] == 72
+    assert summary.retune["labels_after"] == registry.current().metadata["trained_until"]
     decider = Decider(policy)
     math = decider.decide(build_request({"messages": _math(1)}, default_model="gpt-4o-mini"))
     assert (math.route, math.reason) == ("cloud", "rule:class_not_served")
@@ -346,7 +350,7 @@ def test_too_few_labels_give_a_new_adapter_no_traffic_and_report_says_why(tmp_pa
         policy_out=home / "policy.yaml",
         lock_path=tmp_path / "l.lock",
     )
-    assert again.status == "rejected" and again.retune["takes_traffic"], again.retune
+    assert again.status == "rejected" and again.retune["takes_traffic"], again.retune["reason"]
     assert load_policy(home / "policy.yaml").rules.local_classes == (INTENT,)
 
 
@@ -391,3 +395,71 @@ def test_a_cascade_band_without_confidences_is_closed(tmp_path, monkeypatch):
     assert policy.thresholds.hybrid_low == policy.thresholds.hybrid_high
     assert policy.thresholds.hybrid_high == policy.thresholds.route
     assert "no cascade band" in status["reason"]
+
+
+def test_serving_policy_sends_a_class_whose_local_answers_do_not_pay_to_the_cloud(tmp_path):
+    """#12.1: both classes pass the gate and their student answers are right, but the essay
+    class's local compute costs more than its cloud call: the written policy serves only the
+    intents locally and the status (what ``report`` prints) says why."""
+    import json as _json
+
+    import numpy as np
+
+    from local_models.registry import AdapterInfo
+    from training.nightly import serve_adapter
+
+    intents, essays = "Reply with the intent.", "Write an essay."
+    rng = np.random.default_rng(0)
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        for i in range(400):
+            system = intents if i % 2 else essays
+            rid = f"r{i}"
+            ledger.record(
+                LedgerEntry(
+                    rid, time.time(), "cloud", cost_usd=1e-5, baseline_cost_usd=1e-5,
+                    messages=[{"role": "system", "content": system},
+                              {"role": "user", "content": f"request {i}"}],
+                    answer="x",
+                )
+            )  # fmt: skip
+            conf = float(rng.random())
+            ledger.add_label(
+                rid,
+                judge="exact_match",
+                label=1.0 if conf > 0.2 else 0.0,
+                local_answer="x",
+                local_confidence=conf,
+                local_cost_usd=1e-7 if system == intents else 5e-5,
+            )
+        policy = load_policy("default").replace(mode="cascade")
+        adapter = AdapterInfo("v0001", tmp_path, {"served_classes": [intents, essays]})
+        status = serve_adapter(ledger, policy, adapter, policy_out=tmp_path / "policy.yaml")
+    assert status["takes_traffic"] and status["local_classes"] == [intents], status["reason"]
+    assert list(status["unpaid_classes"]) == [repr(essays)]
+    assert "local does not pay" in status["reason"]
+    assert load_policy(tmp_path / "policy.yaml").rules.local_classes == (intents,)
+    written = _json.loads((tmp_path / "policy.status.json").read_text())
+    assert written["unpaid_classes"] == status["unpaid_classes"]
+
+
+def test_quality_promise_covers_a_days_traffic_of_the_served_classes(tmp_path):
+    """The retune promises quality over the traffic until the next run: the last day's requests
+    of the classes the adapter serves (old rows, judge calls and other classes do not count)."""
+    from training.nightly import _daily_volume
+
+    now = 2_000_000_000.0
+    bot = [{"role": "system", "content": "bot"}, {"role": "user", "content": "hi"}]
+    other = [{"role": "user", "content": "hi"}]
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        for i, (ts, messages, reason) in enumerate(
+            [
+                (now - 10, bot, ""),
+                (now - 20, bot, ""),
+                (now - 90_000, bot, ""),
+                (now - 5, bot, "judge"),
+                (now - 5, other, ""),
+            ]  # fmt: skip
+        ):
+            ledger.record(LedgerEntry(f"r{i}", ts, "cloud", messages=messages, reason=reason))
+        assert _daily_volume(ledger, ["bot"], now=now) == 2
+        assert _daily_volume(ledger, None, now=now) == 3

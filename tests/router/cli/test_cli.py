@@ -81,6 +81,16 @@ def test_tune_writes_policy_with_classifier_and_routes_easy_prompts_local(tmp_pa
     assert p_easy >= policy.thresholds.route > p_hard
 
 
+def test_tune_delta_must_be_a_probability(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    _seed_ledger(path)
+    result = runner.invoke(
+        app, ["tune", "--ledger", str(path), "--delta", "1.5", "--out", str(tmp_path / "p.yaml")]
+    )
+    assert result.exit_code == 2
+    assert "--delta must be between 0 and 1" in result.output
+
+
 def test_tune_with_too_few_labels_says_how_many_are_needed(tmp_path):
     path = tmp_path / "ledger.sqlite"
     _seed_ledger(path, n=6)

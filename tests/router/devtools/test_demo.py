@@ -48,7 +48,7 @@ def test_a_round_without_a_tuned_policy_goes_all_cloud(tmp_path):
     """#9.18: no tuned policy (the gate rejected, or nothing could be tuned) means no
     evidence for any threshold: the round is served by the cloud and keeps shadow labelling,
     never by the bundled cascade defaults."""
-    from router.devtools.demo import _round_policy
+    from router.devtools.simulate import _round_policy
     from router.policy import load_policy, save_policy
 
     base = load_policy("default").replace(**{"local.adapter": None})
@@ -63,7 +63,7 @@ def test_a_round_without_a_tuned_policy_goes_all_cloud(tmp_path):
 
 
 def test_demo_summary_lines_compute_cost_shares_in_the_library(tmp_path):
-    """The demo's cost maths live in ``router.devtools.demo`` (the CLI only prints them)."""
+    """The cost maths live in ``router.devtools.simulate`` (the CLI only prints them)."""
     from router.devtools.demo import DemoResult, RoundResult, cost_share
     from router.ledger import LedgerEntry
     from router.ledger.reports import summarize
@@ -81,7 +81,7 @@ def test_demo_summary_lines_compute_cost_shares_in_the_library(tmp_path):
     assert cost_share(before) == 1.0 and cost_share(after) == 0.25
     assert cost_share(summarize([], by="route")) == 0.0  # no traffic: no division by zero
     rnd = RoundResult(None, after, agreement=0.9, quality=0.98, local_share=0.75, seconds=1.0)
-    lines = DemoResult(before, [rnd], seconds=12.4, home=tmp_path).summary_lines()
+    lines = DemoResult(before, [rnd], seconds=12.4, home=tmp_path, name="demo").summary_lines()
     assert lines == [
         "before: cost 100.0% of all-cloud",
         "after round 1: cost 25.0% of all-cloud, 75% answered locally, quality 98.0% of "

@@ -199,3 +199,41 @@ def test_serving_status_says_why_the_adapter_takes_no_traffic(tmp_path: Path) ->
     assert second == "last candidate v0004 was rejected: no gain"
     serving_status_path(policy).write_text("{torn")
     assert serving_status_lines(policy) == []  # a broken file never breaks the report
+
+
+def test_by_class_flags_the_class_where_local_does_not_pay() -> None:
+    """Per traffic class (system prompt): the intent bot saves, the essay class costs more
+    locally (slow long generations plus escalations paying twice) and is flagged."""
+    from router.ledger.reports import unpaid_lines
+
+    bot = [
+        {"role": "system", "content": "Reply with the intent."},
+        {"role": "user", "content": "x"},
+    ]
+    essay = [{"role": "system", "content": "Write an essay."}, {"role": "user", "content": "y"}]
+    rows = [
+        LedgerEntry("1", DAY1, "local", cost_usd=0.0001, baseline_cost_usd=0.001, messages=bot),
+        LedgerEntry("2", DAY1, "cloud", cost_usd=0.001, baseline_cost_usd=0.001, messages=bot),
+        LedgerEntry("3", DAY1, "local", cost_usd=0.004, baseline_cost_usd=0.002, messages=essay),
+        LedgerEntry(
+            "4",
+            DAY1,
+            "cloud",
+            cost_usd=0.003,
+            baseline_cost_usd=0.002,
+            messages=essay,
+            escalated=True,
+        ),  # fmt: skip
+        LedgerEntry("5", DAY1, "cloud", cost_usd=0.002, baseline_cost_usd=0.002),
+    ]
+    report = summarize(rows, by="class")
+    groups = {g.key: g for g in report.groups}
+    assert groups["Reply with the intent."].local_pays is True
+    assert groups["Write an essay."].local_pays is False
+    assert groups["Write an essay."].savings_usd == pytest.approx(-0.003)
+    assert groups["(content not stored)"].local_pays is None  # all-cloud: nothing to judge
+    lines = unpaid_lines(report)
+    assert len(lines) == 1 and "'Write an essay.'" in lines[0] and "all-cloud" in lines[0]
+    table = render_table(report)
+    assert [c.header for c in table.columns][-1] == "local pays"
+    assert list(table.columns[-1].cells)[:3] == ["-", "yes", "NO"]

@@ -31,3 +31,14 @@ def test_empty_answer_has_zero_confidence_and_bad_values_raise() -> None:
         confidence([-0.1, 0.5])
     with pytest.raises(ValueError, match="not a log-probability"):
         confidence([float("nan")])
+
+
+def test_a_label_from_a_closed_answer_set_is_scored_by_its_probability() -> None:
+    """A label's first token is the choice; the rest follow. The product keeps that choice's
+    doubt undiluted, where the geometric mean would halve it over two near-certain tokens."""
+    import math
+
+    lps = [math.log(0.5), math.log(0.99), math.log(0.99)]
+    assert confidence(lps, closed_answer=True) == pytest.approx(0.5 * 0.99 * 0.99)
+    assert confidence(lps) == pytest.approx((0.5 * 0.99 * 0.99) ** (1 / 3))
+    assert confidence([], closed_answer=True) == 0.0
