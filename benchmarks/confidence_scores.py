@@ -39,42 +39,20 @@ def main(argv: list[str] | None = None) -> dict:
     import distill_banking77 as db
     from sklearn.metrics import roc_auc_score
 
-    from local_models import GenerationRequest, LocalEngine, LocalModelConfig
     from router.scoring.judges import label_match
     from router.tuning.sweep import tune_threshold
     from training import closed_answer_set
-    from training._model import prompt_messages
 
     args = db._parse(argv)
     if args.adapter is None:
         db._die("pass --adapter DIR (a trained student, e.g. from distill_banking77.py)")
     splits = 100
     train, heldout = db.select_examples(args)
-    labels = tuple(closed_answer_set(train))
-    engine = LocalEngine.from_config(
-        LocalModelConfig(
-            model=args.model,
-            adapter_path=str(args.adapter),
-            adapter_version="bench",
-            precision=args.precision,
-        )
-    )
+    labels = closed_answer_set(train)
     ok, logprobs = [], []
-    for i in range(0, len(heldout), 16):
-        batch = heldout[i : i + 16]
-        results = engine.generate(
-            [
-                GenerationRequest(
-                    messages=tuple(prompt_messages(e.messages, system_prompt=args.system_prompt)),
-                    max_tokens=16,
-                    allowed_answers=labels,
-                )
-                for e in batch
-            ]
-        )
-        for e, g in zip(batch, results, strict=True):
-            ok.append(int(label_match(answer=g.text, reference=e.answer)))
-            logprobs.append(list(g.token_logprobs) or [-math.inf])
+    for e, g in db.serve_heldout(args.model, args.adapter, heldout, labels, args):
+        ok.append(int(label_match(answer=g.text, reference=e.answer)))
+        logprobs.append(list(g.token_logprobs) or [-math.inf])
     y = np.array(ok)
     rng = np.random.default_rng(args.seed)
     halves = [rng.permutation(len(y)) for _ in range(splits)]

@@ -24,7 +24,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -157,20 +157,12 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def cascade_costs(
+def serve_heldout(
     model_spec: str, adapter_dir: Path, heldout: list, labels: list[str] | None, args: Any
-) -> dict[str, Any]:
-    """Serve the held-out rows through the serving engine (``--precision``, batches of 16,
-    constrained to the answer set), then tune a cascade per cloud price and report its cost vs
-    all-cloud."""
-    import numpy as np
-
+) -> Iterator[tuple[Example, Any]]:
+    """Each held-out row with the serving engine's answer (``--precision``, batches of 16,
+    constrained to ``labels`` when given): what a cascade would see for it."""
     from local_models import GenerationRequest, LocalEngine, LocalModelConfig
-    from router.devtools.replay import count_prompt_tokens, count_text_tokens
-    from router.ledger.pricing import PriceBook
-    from router.scoring.confidence import confidence
-    from router.scoring.judges import label_match
-    from router.tuning.sweep import tune_threshold
     from training._model import prompt_messages
 
     engine = LocalEngine.from_config(
@@ -181,8 +173,6 @@ def cascade_costs(
             precision=args.precision,
         )
     )
-    ok, conf, seconds, tokens = [], [], [], []
-    show = _progress("cascade (serving engine)")
     for i in range(0, len(heldout), 16):
         batch = heldout[i : i + 16]
         results = engine.generate(
@@ -195,11 +185,30 @@ def cascade_costs(
                 for e in batch
             ]
         )
-        for e, g in zip(batch, results, strict=True):
-            ok.append(int(label_match(answer=g.text, reference=e.answer)))
-            conf.append(confidence(g.token_logprobs or [], closed_answer=g.closed_answer))
-            seconds.append(g.compute_seconds)
-            tokens.append((count_prompt_tokens(list(e.messages)), count_text_tokens(e.answer)))
+        yield from zip(batch, results, strict=True)
+
+
+def cascade_costs(
+    model_spec: str, adapter_dir: Path, heldout: list, labels: list[str] | None, args: Any
+) -> dict[str, Any]:
+    """Serve the held-out rows through the serving engine (``--precision``, batches of 16,
+    constrained to the answer set), then tune a cascade per cloud price and report its cost vs
+    all-cloud."""
+    import numpy as np
+
+    from router.devtools.replay import count_prompt_tokens, count_text_tokens
+    from router.ledger.pricing import PriceBook
+    from router.scoring.confidence import confidence
+    from router.scoring.judges import label_match
+    from router.tuning.sweep import tune_threshold
+
+    ok, conf, seconds, tokens = [], [], [], []
+    show = _progress("cascade (serving engine)")
+    for e, g in serve_heldout(model_spec, adapter_dir, heldout, labels, args):
+        ok.append(int(label_match(answer=g.text, reference=e.answer)))
+        conf.append(confidence(g.token_logprobs or [], closed_answer=g.closed_answer))
+        seconds.append(g.compute_seconds)
+        tokens.append((count_prompt_tokens(list(e.messages)), count_text_tokens(e.answer)))
         show(len(ok), len(heldout))
     y, c = np.array(ok), np.array(conf)
     lo = np.array(seconds) * args.usd_per_hour / 3600
