@@ -63,4 +63,14 @@ def last_user_text(messages: Iterable[Mapping[str, Any]] | None) -> str:
     return ""
 
 
-__all__ = ["content_text", "last_user_text"]
+def class_label(kind: str, *, width: int = 40, quote: bool = True) -> str:
+    """A traffic class (its system prompt) short enough for a log line or a table cell:
+    cut to ``width`` characters, quoted unless ``quote`` is False; ``"(no system prompt)"``
+    for the empty class."""
+    if not kind:
+        return "(no system prompt)"
+    short = kind if len(kind) <= width else kind[: width - 3] + "..."
+    return repr(short) if quote else short
+
+
+__all__ = ["class_label", "content_text", "last_user_text"]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from local_models.registry import AdapterRegistry
+from router._text import class_label
 from training._model import hash_model_files, resolve_base
 from training.config import LoraTrainingConfig
 from training.dataset import Example
@@ -33,13 +34,6 @@ student once took traffic that way."""
 
 DEFAULT_MIN_CLASS_EXAMPLES = 10
 """Held-out rows a class needs before its agreement counts (policy ``distill.min_class_examples``)."""
-
-
-def class_label(key: str, width: int = 40) -> str:
-    """A traffic class (its system prompt) short enough for a log line."""
-    if not key:
-        return "(no system prompt)"
-    return repr(key if len(key) <= width else key[: width - 3] + "...")
 
 
 @dataclass(frozen=True)

@@ -13,22 +13,28 @@ from router.cli._common import console, fail
 
 models_app = typer.Typer(help="Local model weights.", no_args_is_help=True)
 
+# Options ``demo`` and ``simulate`` share (one loop, two sources of traffic).
+EpochsOpt = typer.Option(
+    None, "--epochs", help="LoRA epochs [default: picked for the data and hardware]."
+)
+ConcurrencyOpt = typer.Option(8, "--concurrency", help="Requests in flight at once.")
+SeedOpt = typer.Option(0, "--seed")
+JsonOpt = typer.Option(False, "--json", help="Last line: the figures as one JSON object.")
+
 
 def demo(
     requests: int = typer.Option(1000, "--requests", help="Requests per phase (before / after)."),
     train_examples: int = typer.Option(
         1000, "--train-examples", help="At most this many distillation examples."
     ),
-    epochs: float | None = typer.Option(
-        None, "--epochs", help="LoRA epochs [default: picked for the data and hardware]."
-    ),
+    epochs: float | None = EpochsOpt,
     gsm_share: float = typer.Option(
         0.05, "--gsm-share", help="Share of GSM8K math in the traffic (the rest: Banking77)."
     ),
     rounds: int = typer.Option(
         1, "--rounds", min=1, help="Nightly rounds (distil, then fresh traffic) after phase 1."
     ),
-    concurrency: int = typer.Option(8, "--concurrency", help="Requests in flight at once."),
+    concurrency: int = ConcurrencyOpt,
     intents: str = typer.Option(
         "demo", "--intents", help="Banking77 intents in the traffic: demo (20) or all (77)."
     ),
@@ -42,10 +48,8 @@ def demo(
         "--home",
         help="Where the demo keeps its ledger and adapters [default: HYBRIDGATE_HOME/demo].",
     ),
-    seed: int = typer.Option(0, "--seed"),
-    as_json: bool = typer.Option(
-        False, "--json", help="Last line: the figures as one JSON object."
-    ),
+    seed: int = SeedOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """The whole loop offline: replay cloud -> traffic -> distil -> promote -> retune -> traffic."""
     from router._paths import demo_home
@@ -91,19 +95,15 @@ def simulate(
     train_examples: int = typer.Option(
         1000, "--train-examples", help="At most this many distillation examples a night."
     ),
-    epochs: float | None = typer.Option(
-        None, "--epochs", help="LoRA epochs [default: picked for the data and hardware]."
-    ),
-    concurrency: int = typer.Option(8, "--concurrency", help="Requests in flight at once."),
+    epochs: float | None = EpochsOpt,
+    concurrency: int = ConcurrencyOpt,
     home: Path | None = typer.Option(
         None,
         "--home",
         help="Where the run keeps its ledger and adapters [default: HYBRIDGATE_HOME/simulate].",
     ),
-    seed: int = typer.Option(0, "--seed"),
-    as_json: bool = typer.Option(
-        False, "--json", help="Last line: the figures as one JSON object."
-    ),
+    seed: int = SeedOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Would hybridgate pay for your traffic? The whole loop offline on your own labelled requests."""
     from router._paths import simulate_home

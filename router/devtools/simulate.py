@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from router._paths import LEDGER_FILENAME, POLICY_FILENAME, private_dir
+from router._text import class_label
 
 DEFAULT_CLOUD_MODEL = "gpt-4o-mini"
 """What the replay cloud's answers are priced as when ``--cloud-model`` is not given."""
@@ -448,9 +449,9 @@ def _class_of(req: dict[str, Any]) -> str:
     if req.get("class"):
         return str(req["class"])
     from local_models.answer_sets import traffic_class
+    from router.ledger.reports import CLASS_KEY_WIDTH
 
-    kind = traffic_class(req["messages"])
-    return (kind[:45] + "...") if len(kind) > 48 else (kind or "(no system prompt)")
+    return class_label(traffic_class(req["messages"]), width=CLASS_KEY_WIDTH, quote=False)
 
 
 def _round_policy(tuned_path: Path, base: Any, current: Any, cloud_url: str) -> tuple[Any, bool]:

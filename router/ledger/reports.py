@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from router._paths import STATUS_SUFFIX, serving_status_path
+from router._text import class_label
 from router.ledger import LedgerEntry
 
 if TYPE_CHECKING:
@@ -106,10 +107,7 @@ def class_key(entry: LedgerEntry) -> str:
         return "(content not stored)"
     from local_models.answer_sets import traffic_class
 
-    kind = traffic_class(entry.messages)
-    if not kind:
-        return "(no system prompt)"
-    return kind if len(kind) <= CLASS_KEY_WIDTH else kind[: CLASS_KEY_WIDTH - 3] + "..."
+    return class_label(traffic_class(entry.messages), width=CLASS_KEY_WIDTH, quote=False)
 
 
 _KEYS: dict[str, Callable[[LedgerEntry], str]] = {

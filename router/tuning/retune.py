@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from router._text import last_user_text
+from router._text import class_label, last_user_text
 from router.tuning.sweep import DEFAULT_DELTA, TuneResult, tune_threshold
 
 Target = Literal["route", "cascade"]
@@ -186,12 +186,6 @@ def _class_costs(
     return out
 
 
-def _class_name(kind: str, width: int = 40) -> str:
-    if not kind:
-        return "(no system prompt)"
-    return repr(kind if len(kind) <= width else kind[: width - 3] + "...")
-
-
 def retune(
     data: LabelledSet,
     policy: Any,
@@ -256,7 +250,7 @@ def retune(
     elif dropped:
         kept = sorted({c for c, k in zip(data.classes, keep, strict=True) if k})
         tuned.policy = tuned.policy.replace(**{"rules.local_classes": kept})
-    tuned.dropped = {_class_name(k): why for k, why in dropped.items()}
+    tuned.dropped = {class_label(k): why for k, why in dropped.items()}
     return tuned
 
 
