@@ -103,6 +103,10 @@ class DynamicBatcher:
         self._pending: collections.deque[_Item] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
+        self.running_rows = 0
+        """Rows decoding right now (read by a server's /metrics; written by the model thread)."""
+        self.observe_wait: Callable[[float], None] | None = None
+        """Called with each request's seconds in the queue when it joins the batch (metrics)."""
         self._thread = threading.Thread(target=self._run, name="hybridgate-batcher", daemon=True)
         self._thread.start()
 
@@ -256,6 +260,7 @@ class DynamicBatcher:
                     continue
             if batch is not None and batch.rows and not self._step(batch):
                 batch = None
+            self.running_rows = len(batch.rows) if batch is not None else 0
 
     def _admit(self, batch: RunningBatch, items: list[_Item]) -> bool:
         """Prefill newcomers into ``batch``; False when the batch broke (all its rows failed)."""
@@ -269,6 +274,10 @@ class DynamicBatcher:
                 accepted.append(item)
         if not accepted:
             return True
+        if self.observe_wait is not None:
+            now = time.perf_counter()
+            for item in accepted:
+                self.observe_wait(now - item.enqueued)
         try:
             rows = batch.add(
                 [item.request for item in accepted],

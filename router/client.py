@@ -109,6 +109,11 @@ class HybridClient:
         return self._gateway.policy
 
     @property
+    def gateway(self) -> Gateway:
+        """The request loop under this client (``hybridgate serve`` shares one per process)."""
+        return self._gateway
+
+    @property
     def ledger(self) -> Ledger:
         return self._gateway.ledger
 
@@ -149,11 +154,19 @@ class AsyncHybridClient(HybridClient):
 
 
 def _cloud_transport(policy: RoutingPolicy, api_key: str | None, api_base: str | None) -> Any:
-    from router._transports.cloud import CloudTransport
-
+    """OpenAI's protocol over httpx where the model speaks it (``cloud.transport``), else litellm."""
     if api_key is None and policy.cloud.api_key_env:
         api_key = os.environ.get(policy.cloud.api_key_env)
-    return CloudTransport(
+    from router._transports.openai_http import OpenAIHTTPTransport, speaks_openai
+
+    kind = policy.cloud.transport
+    if kind == "openai" or (kind == "auto" and speaks_openai(policy.cloud.model)):
+        transport: type = OpenAIHTTPTransport
+    else:
+        from router._transports.cloud import CloudTransport
+
+        transport = CloudTransport
+    return transport(
         model=policy.cloud.model,
         api_base=api_base or policy.cloud.api_base,
         api_key=api_key,

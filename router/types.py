@@ -17,6 +17,16 @@ Route = Literal["local", "cloud", "cache"]
 
 
 @dataclass(frozen=True)
+class Tenant:
+    """Who a request is for, when a server authenticated it: a ledger column, a cache
+    namespace and a daily budget scope (``hybridgate serve --keys``)."""
+
+    name: str
+    daily_usd: float | None = None
+    """Most USD this tenant's requests may spend on the cloud per day; None -> no own cap."""
+
+
+@dataclass(frozen=True)
 class ChatRequest:
     """A validated chat-completion request, independent of the backend that will answer it."""
 
@@ -36,6 +46,8 @@ class ChatRequest:
     response_format: dict[str, Any] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
+    tenant: Tenant | None = None
+    """Set by the gateway from an authenticated caller, never from the request body."""
 
     @property
     def deterministic(self) -> bool:
@@ -92,6 +104,7 @@ class RouteInfo(BaseModel):
     adapter_version: str | None = None
     cache_hit: bool = False
     request_id: str = ""
+    tenant: str | None = None
 
 
 class HybridChatCompletion(ChatCompletion):
@@ -114,4 +127,5 @@ __all__ = [
     "Route",
     "RouteInfo",
     "StreamDelta",
+    "Tenant",
 ]

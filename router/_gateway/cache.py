@@ -201,10 +201,10 @@ class ResponseCache:
             adapter_version: The LoRA adapter loaded, if any.
 
         Returns:
-            64 hex characters. The tenant (``request.user``) is part of the key, so tenants
-            never see each other's entries.
+            64 hex characters. The tenant (a server's authenticated tenant, and
+            ``request.user``) is part of the key, so tenants never see each other's entries.
         """
-        material = {
+        material: dict[str, Any] = {
             "v": KEY_SCHEMA,
             "namespace": request.user or "",
             "model": model,
@@ -219,6 +219,8 @@ class ResponseCache:
             "tool_choice": request.tool_choice,
             "response_format": request.response_format,
         }
+        if request.tenant is not None:  # absent in-process, so existing keys stay valid
+            material["tenant"] = request.tenant.name
         canonical = json.dumps(
             material, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr
         )

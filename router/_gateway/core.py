@@ -45,7 +45,7 @@ from router.errors import (
 from router.ledger import Ledger, LedgerEntry, redact_values
 from router.ledger.pricing import PriceBook
 from router.scoring.confidence import confidence as answer_confidence
-from router.types import BackendResult, ChatRequest, RouteInfo, StreamDelta
+from router.types import BackendResult, ChatRequest, RouteInfo, StreamDelta, Tenant
 
 log = logging.getLogger("hybridgate")
 
@@ -182,9 +182,9 @@ class Gateway:
             return getattr(self._local, "adapter_version", None)
         return self._adapter_hint() if self._adapter_hint is not None else None
 
-    def _cloud_spend_today(self) -> float:
+    def _cloud_spend_today(self, tenant: str | None = None) -> float:
         tz = self.policy.budget.timezone
-        return self.ledger.cloud_spend(since=_midnight(tz))
+        return self.ledger.cloud_spend(since=_midnight(tz), tenant=tenant)
 
     def _cloud_attempt(self, call: _Call) -> ChatRequest:
         """The request for one cloud attempt: its timeout is what is left of the deadline."""
@@ -208,7 +208,7 @@ class Gateway:
         return dataclasses.replace(call.request, timeout=max(left, 0.001))
 
     # -- pieces shared by every call shape ---------------------------------------------------
-    def begin(self, kwargs: dict[str, Any]) -> _Call:
+    def begin(self, kwargs: dict[str, Any], tenant: Tenant | None = None) -> _Call:
         """Validate; on bad input still write a ledger row, then raise."""
         call = _Call(
             entry=LedgerEntry(
@@ -218,11 +218,14 @@ class Gateway:
                 requested_model=str(kwargs.get("model") or self.policy.cloud.model),
                 policy_version=self.policy.version,
                 stream=bool(kwargs.get("stream")),
+                tenant=tenant.name if tenant is not None else None,
             ),
             t0=time.perf_counter(),
         )
         try:
             request = build_request(kwargs, default_model=self.policy.cloud.model)
+            if tenant is not None:
+                request = dataclasses.replace(request, tenant=tenant)
             if not self.prices.has_price(request.model):
                 raise InvalidRequest(
                     f"unknown model {request.model!r}: no price is known for it; add it under "
@@ -505,8 +508,8 @@ class Gateway:
         return await self.local().acomplete(self._local_attempt(call))
 
     # -- sync ------------------------------------------------------------------------------
-    def create(self, kwargs: dict[str, Any]) -> Any:
-        call = self.begin(kwargs)
+    def create(self, kwargs: dict[str, Any], *, tenant: Tenant | None = None) -> Any:
+        call = self.begin(kwargs, tenant)
         request = call.request
         assert request is not None
         try:
@@ -584,8 +587,9 @@ class Gateway:
         return self.finish(call, outcome)
 
     # -- async -----------------------------------------------------------------------------
-    async def acreate(self, kwargs: dict[str, Any]) -> Any:
-        call = self.begin(kwargs)
+    async def acreate(self, kwargs: dict[str, Any], *, tenant: Tenant | None = None) -> Any:
+        """``create`` for async callers; ``tenant`` comes from a server's authentication."""
+        call = self.begin(kwargs, tenant)
         request = call.request
         assert request is not None
         try:
@@ -602,6 +606,7 @@ class Gateway:
                         call, ConnectionAbortedError("stream closed before it was read")
                     ),
                     upstream=outcome.deltas,
+                    routed=(outcome.route, outcome.reason),
                 )
             info = self.finish(call, outcome)
         except BaseException as exc:
@@ -652,6 +657,9 @@ class Gateway:
 
     def close(self) -> None:
         self.shadow.close()
+        cloud_close = getattr(self.cloud, "close", None)
+        if callable(cloud_close):
+            cloud_close()
         closer = getattr(self._local, "close", None)
         if closer:
             closer()

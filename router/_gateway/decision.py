@@ -66,7 +66,7 @@ class Decider:
         policy: RoutingPolicy,
         *,
         classifier: Scorer | None = None,
-        cloud_spend_today: Callable[[], float] = lambda: 0.0,
+        cloud_spend_today: Callable[..., float] = lambda tenant=None: 0.0,
     ) -> None:
         self.policy = policy
         self.classifier = classifier
@@ -103,13 +103,13 @@ class Decider:
         if request.response_format and rules.cloud_if_response_format:
             return Decision("cloud", "rule:response_format")
         if policy.mode == "cloud":
-            return self._budget_checked(Decision("cloud", "policy:cloud"))
+            return self._budget_checked(Decision("cloud", "policy:cloud"), request)
         served = rules.local_classes
         if served is not None and _traffic_class(request) not in served:
             # The adapter never cleared its floor on this class (or has not earned traffic).
-            return self._budget_checked(Decision("cloud", "rule:class_not_served"))
+            return self._budget_checked(Decision("cloud", "rule:class_not_served"), request)
         if _approx_tokens(request) > policy.max_local_prompt_tokens:
-            return self._budget_checked(Decision("cloud", "rule:prompt_too_long"))
+            return self._budget_checked(Decision("cloud", "rule:prompt_too_long"), request)
         if policy.mode == "cascade":
             return Decision("cascade", "policy:cascade")
 
@@ -131,20 +131,30 @@ class Decider:
                 decision = Decision("cloud", f"score<{t.hybrid_low:.2f}", score)
             else:
                 decision = Decision("cascade", "score:uncertain", score)
-        return self._budget_checked(decision)
+        return self._budget_checked(decision, request)
 
-    def _budget_checked(self, decision: Decision) -> Decision:
-        """Once the daily cloud budget is spent, go local or fail, as the policy says."""
+    def _budget_checked(self, decision: Decision, request: ChatRequest) -> Decision:
+        """Once the daily cloud budget (the policy's, or the tenant's own) is spent, go local or
+        fail, as the policy says."""
         budget = self.policy.budget
-        if decision.route == "local" or budget.daily_usd is None:
+        if decision.route == "local":
             return decision
-        if self._spend() < budget.daily_usd:
+        spent = None
+        if budget.daily_usd is not None and self._spend() >= budget.daily_usd:
+            spent = (f"daily cloud budget of ${budget.daily_usd:.2f}", "budget.daily_usd")
+        tenant = request.tenant
+        own = tenant.daily_usd if tenant is not None else None
+        if spent is None and own is not None and self._spend(tenant.name) >= own:
+            spent = (
+                f"tenant {tenant.name!r}'s daily cloud budget of ${own:.2f}",
+                "its daily_usd in the keys file",
+            )
+        if spent is None:
             return decision
         if budget.on_exceeded == "fail":
             raise BudgetExceeded(
-                f"daily cloud budget of ${budget.daily_usd:.2f} is spent; "
-                "requests that need the cloud fail until midnight "
-                f"({budget.timezone}) or until budget.daily_usd is raised"
+                f"{spent[0]} is spent; requests that need the cloud fail until midnight "
+                f"({budget.timezone}) or until {spent[1]} is raised"
             )
         return _pinned_local("budget:exhausted", decision.score)
 

@@ -64,10 +64,14 @@ class AsyncHybridStream:
         *,
         on_unread: Callable[[], None],
         upstream: Any = None,
+        routed: tuple[str, str] = ("", ""),
     ) -> None:
         self._chunks = chunks
         self._on_unread = on_unread
         self._upstream = upstream
+        self.routed = routed
+        """``(route, reason)`` known before the first chunk (a server sends them as headers);
+        cost and the rest arrive on the last chunk's ``route``."""
         self._started = False
         self._closed = False
 

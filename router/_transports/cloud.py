@@ -204,14 +204,24 @@ def translate_error(exc: BaseException, *, secrets: tuple[str, ...] = ()) -> Clo
         return CloudConnectionError(message)
     if any(_is_malformed(e) for e in chain):
         return CloudServerError(message, status_code=MALFORMED_STATUS)
-    if status in (401, 403):
-        return CloudAuthError(message, status_code=status)
-    if status is not None and status >= 500:
-        return CloudServerError(message, status_code=status, retry_after=_retry_after(chain))
-    if status is not None and 400 <= status < 500:
-        return CloudBadRequest(message, status_code=status)
+    if status is not None and status >= 400:
+        retry_after = _retry_after(chain) if status >= 500 else None
+        return error_for_status(status, message, retry_after=retry_after)
     # No status and no known cause: the provider answered with something we cannot use.
     return CloudServerError(message, status_code=MALFORMED_STATUS)
+
+
+def error_for_status(status: int, message: str, *, retry_after: float | None = None) -> CloudError:
+    """The ``router.errors`` type of an HTTP error status (shared by both cloud transports)."""
+    if status == 429:
+        return RateLimited(message, retry_after=retry_after)
+    if status == 408:
+        return CloudTimeout(message)
+    if status in (401, 403):
+        return CloudAuthError(message, status_code=status)
+    if status >= 500:
+        return CloudServerError(message, status_code=status, retry_after=retry_after)
+    return CloudBadRequest(message, status_code=status)
 
 
 def _is_translatable(exc: BaseException) -> bool:
@@ -238,7 +248,16 @@ def _check_finished(response: Any) -> None:
 # -- the transport -------------------------------------------------------------------------
 
 
-def _finish_reason(value: Any) -> str:
+def count_tokens(result: BackendResult, messages: list[dict[str, Any]], model: str) -> None:
+    """Fill token counts the provider did not report, with the model's tokenizer."""
+    litellm = _load_litellm()
+    model = result.model or model
+    result.prompt_tokens = int(litellm.token_counter(model=model, messages=messages))
+    result.completion_tokens = int(litellm.token_counter(model=model, text=result.text))
+
+
+def finish_reason(value: Any) -> str:
+    """OpenAI's finish reasons; the legacy ``function_call`` reads as ``tool_calls``."""
     if value == "function_call":
         return "tool_calls"
     return value if value in _FINISH_REASONS else "stop"
@@ -368,7 +387,7 @@ class CloudTransport:
             cost = hidden.get("response_cost")
             result = BackendResult(
                 text=message.content or "",
-                finish_reason=_finish_reason(choice.finish_reason),
+                finish_reason=finish_reason(choice.finish_reason),
                 prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                 completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
                 model=str(getattr(response, "model", None) or self.model),
@@ -381,15 +400,8 @@ class CloudTransport:
                 f"cloud response could not be read: {exc}", status_code=MALFORMED_STATUS
             ) from exc
         if messages is not None and not (result.prompt_tokens or result.completion_tokens):
-            self._count_tokens(result, messages)  # no usage sent: a $0 row would be wrong
+            count_tokens(result, messages, self.model)  # no usage sent: a $0 row would be wrong
         return result
-
-    def _count_tokens(self, result: BackendResult, messages: list[dict[str, Any]]) -> None:
-        """Fill token counts the provider did not report, with the model's tokenizer."""
-        litellm = _load_litellm()
-        model = result.model or self.model
-        result.prompt_tokens = int(litellm.token_counter(model=model, messages=messages))
-        result.completion_tokens = int(litellm.token_counter(model=model, text=result.text))
 
     def _stream_result(self, chunks: list[Any], messages: list[dict[str, Any]]) -> BackendResult:
         """Assemble the final result from the chunks; count tokens if no usage was sent."""
@@ -487,4 +499,11 @@ class CloudTransport:
         yield StreamDelta(result=self._stream_result(chunks, kwargs["messages"]))
 
 
-__all__ = ["CloudTransport", "parse_retry_after", "translate_error"]
+__all__ = [
+    "CloudTransport",
+    "count_tokens",
+    "error_for_status",
+    "finish_reason",
+    "parse_retry_after",
+    "translate_error",
+]

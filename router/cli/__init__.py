@@ -5,7 +5,7 @@ the work (estimates, verdicts, cost shares, locations) lives in the packages. He
 are imported inside commands, so ``import router.cli`` takes tens of milliseconds and
 ``hybridgate report`` never imports openai, litellm or torch.
 
-Commands, by module: ``ask``; ``report``; ``doctor``; ``tune`` and ``bench router``
+Commands, by module: ``ask``; ``report``; ``doctor``; ``serve``; ``tune`` and ``bench router``
 (``tune``); ``distill``; ``adapters list|show|promote|rollback`` (``adapters``); ``demo``, ``simulate``,
 ``replay-cloud`` and ``models pull`` (``demo``). Shared options and the error exit are in
 ``router.cli._common``.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import typer
 
-from router.cli import adapters, ask, demo, distill, doctor, report, tune
+from router.cli import adapters, ask, demo, distill, doctor, report, serve, tune
 
 app = typer.Typer(
     help="hybridgate: route easy LLM requests to a local model, hard ones to the cloud, and "
@@ -32,6 +32,7 @@ app = typer.Typer(
 app.command("ask")(ask.ask)
 app.command("report")(report.report)
 app.command("doctor")(doctor.doctor)
+app.command("serve")(serve.serve)
 app.command("replay-cloud")(demo.replay_cloud)
 app.add_typer(demo.models_app, name="models")
 app.add_typer(tune.bench_app, name="bench")

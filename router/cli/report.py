@@ -25,7 +25,7 @@ def report(
     by: str = typer.Option(
         "route",
         "--by",
-        help="Group by day, route, model or class (traffic class: system prompt), or none.",
+        help="Group by day, route, model, class (traffic class: system prompt), tenant, or none.",
     ),
     fmt: str = typer.Option("table", "--format", "-f", help="table, json or csv."),
     plot: Path | None = typer.Option(None, "--plot", help="Also write a PNG chart here."),

@@ -27,7 +27,7 @@ from router.ledger import LedgerEntry
 if TYPE_CHECKING:
     from rich.table import Table
 
-GROUPINGS: tuple[str | None, ...] = (None, "day", "route", "model", "class")
+GROUPINGS: tuple[str | None, ...] = (None, "day", "route", "model", "class", "tenant")
 """Accepted values of ``summarize(by=...)``."""
 
 LOCAL_ROUTES = frozenset({"local", "cache"})
@@ -115,6 +115,7 @@ _KEYS: dict[str, Callable[[LedgerEntry], str]] = {
     "route": lambda e: e.route or "none",
     "model": lambda e: e.model or "(none)",
     "class": class_key,
+    "tenant": lambda e: e.tenant or "(none)",
 }
 
 
@@ -150,7 +151,7 @@ def summarize(rows: list[LedgerEntry], *, by: str | None = "route") -> Report:
     Args:
         rows: Entries, e.g. ``ledger.rows(since=...)``.
         by: ``"day"`` (UTC), ``"route"``, ``"model"``, ``"class"`` (traffic class: the system
-            prompt) or ``None`` (totals only).
+            prompt), ``"tenant"`` (``hybridgate serve --keys``) or ``None`` (totals only).
 
     Returns:
         The report; groups sorted by key.

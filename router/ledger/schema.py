@@ -51,6 +51,8 @@ class LedgerEntry:
     """Stored only when the ledger has ``store_content=True``; secrets scrubbed."""
     answer: str | None = None
     tags: dict[str, str] | None = None
+    tenant: str | None = None
+    """The authenticated tenant (``hybridgate serve --keys``); None in-process."""
 
 
 @dataclass
@@ -99,11 +101,21 @@ _ENTRY_COLUMNS: tuple[str, ...] = (
     "messages",
     "answer",
     "tags",
+    "tenant",
 )
 _INSERT_SQL = "INSERT INTO requests ({}) VALUES ({})".format(
     ", ".join(f'"{c}"' for c in _ENTRY_COLUMNS), ", ".join("?" * len(_ENTRY_COLUMNS))
 )
-_SELECT_COLUMNS = ", ".join(f'r."{c}"' for c in _ENTRY_COLUMNS)
+ADDED_COLUMNS: dict[str, int] = {"tenant": 3}
+"""Entry columns added by a later migration -> its version: older files lack them until then."""
+
+
+def select_columns(missing: frozenset[str] = frozenset()) -> str:
+    """The SELECT list of an entry; columns an older (read-only) file lacks read as NULL."""
+    return ", ".join("NULL" if c in missing else f'r."{c}"' for c in _ENTRY_COLUMNS)
+
+
+_SELECT_COLUMNS = select_columns()
 _LABEL_COLUMNS = (
     "request_id",
     "judge",
@@ -193,6 +205,14 @@ MIGRATIONS: tuple[Migration, ...] = (
                 request_id TEXT
             )""",
             "CREATE INDEX events_kind_ts ON events (kind, ts)",
+        ),
+    ),
+    Migration(
+        version=3,
+        description="requests.tenant: who a served request was for (budget scope, reports)",
+        statements=(
+            "ALTER TABLE requests ADD COLUMN tenant TEXT",
+            "CREATE INDEX requests_tenant_ts ON requests (tenant, ts)",
         ),
     ),
 )

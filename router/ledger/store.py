@@ -31,11 +31,13 @@ from router.ledger.schema import (
     _INSERT_SQL,
     _LABEL_COLUMNS,
     _SELECT_COLUMNS,
+    ADDED_COLUMNS,
     EVENT_SHADOW_DROPPED,
     Label,
     LedgerEntry,
     _row_to_entry,
     migrate,
+    select_columns,
 )
 
 BUSY_TIMEOUT_MS = 5000
@@ -87,13 +89,17 @@ def _read_version(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def _check_columns(conn: sqlite3.Connection) -> None:
+def _check_columns(conn: sqlite3.Connection, version: int) -> frozenset[str]:
+    """Refuse a table that is not a hybridgate ledger at ``version``; return the columns it
+    lacks only because a later migration adds them (read as NULL from a read-only file)."""
     have = {r[1] for r in conn.execute('PRAGMA table_info("requests")').fetchall()}
-    missing = [c for c in _ENTRY_COLUMNS if c not in have]
+    later = {c for c, v in ADDED_COLUMNS.items() if v > version}
+    missing = [c for c in _ENTRY_COLUMNS if c not in have and c not in later]
     if missing:
         raise sqlite3.DatabaseError(
             f"its requests table lacks columns {', '.join(missing)}: not a hybridgate ledger"
         )
+    return frozenset(later - have)
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
@@ -165,6 +171,8 @@ class Ledger:
             self.path = default_ledger_path()
         self.store_content = store_content
         self.read_only = read_only
+        self._columns = _SELECT_COLUMNS
+        """The SELECT list for entries (older read-only files lack newer columns)."""
         self._redact = tuple(v for v in redact if v and len(v) >= 4)
         # One connection guarded by a lock: SQLite serialises writers anyway, and a single
         # connection keeps per-write cost to one statement + commit.
@@ -197,7 +205,7 @@ class Ledger:
                 conn.close()
                 raise _ledger_error(self.path, "is not a hybridgate ledger (no requests table)")
             self.version = _read_version(conn)
-            _check_columns(conn)
+            self._columns = select_columns(_check_columns(conn, self.version))
             return conn
         if isinstance(self.path, Path):
             from router._paths import private_file, tighten
@@ -221,8 +229,8 @@ class Ledger:
                 self.path,
                 f"is not a hybridgate ledger (it holds tables {', '.join(sorted(tables))})",
             )
-        if "requests" in tables:
-            _check_columns(conn)  # before WAL or a migration touches someone else's file
+        if "requests" in tables:  # before WAL or a migration touches someone else's file
+            _check_columns(conn, _read_version(conn))
         if isinstance(self.path, Path):
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -237,7 +245,7 @@ class Ledger:
             # A write that changes nothing: a read-only file fails here, at construction,
             # rather than on the first paid request.
             conn.execute("UPDATE schema_version SET version = version")
-        _check_columns(conn)
+        _check_columns(conn, self.version)
         return conn
 
     # -- writing -------------------------------------------------------------------
@@ -281,6 +289,7 @@ class Ledger:
             as_json(entry.messages) if content else None,
             scrub(entry.answer) if content else None,
             as_json(entry.tags),
+            scrub(entry.tenant),
         )
 
     def record(self, entry: LedgerEntry) -> None:
@@ -408,8 +417,9 @@ class Ledger:
                 row = json.loads(line)
             except ValueError:
                 continue  # a torn last line from a crash mid-spill
-            if isinstance(row, list) and len(row) == len(_ENTRY_COLUMNS):
-                rows.append(tuple(row))
+            if isinstance(row, list) and 0 < len(row) <= len(_ENTRY_COLUMNS):
+                # columns are only ever appended: an older spill lacks the newest ones
+                rows.append(tuple(row) + (None,) * (len(_ENTRY_COLUMNS) - len(row)))
         with self._pending_lock:
             self._pending.extendleft(reversed(rows))
         if self.flush(timeout=BUSY_TIMEOUT_MS / 1000):
@@ -523,7 +533,7 @@ class Ledger:
         if route is not None:
             where.append("r.route = ?")
             params.append(route)
-        sql = f"SELECT {_SELECT_COLUMNS} FROM requests r"
+        sql = f"SELECT {self._columns} FROM requests r"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY r.ts, r.id"
@@ -542,7 +552,7 @@ class Ledger:
         """
         label_cols = ", ".join(f"l.{c}" for c in _LABEL_COLUMNS)
         sql = (
-            f"SELECT {_SELECT_COLUMNS}, {label_cols} FROM labels l "
+            f"SELECT {self._columns}, {label_cols} FROM labels l "
             "JOIN requests r ON r.id = "
             "(SELECT MAX(id) FROM requests WHERE request_id = l.request_id) "
             "ORDER BY r.ts, r.id"
@@ -554,19 +564,27 @@ class Ledger:
             out.append((entry, Label(**dict(zip(_LABEL_COLUMNS, row[n:], strict=True)))))
         return out
 
-    def cloud_spend(self, *, since: float) -> float:
+    def cloud_spend(self, *, since: float, tenant: str | None = None) -> float:
         """USD spent on the cloud since ``since`` (for the daily budget).
 
         Args:
             since: Unix time; rows with ``ts >= since`` count.
+            tenant: Count only this tenant's rows (its own budget); None -> every row.
 
         Returns:
             Sum of ``cost_usd`` over cloud rows.
         """
-        row = self._query(
-            "SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE route = 'cloud' AND ts >= ?",
-            (float(since),),
-        )
+        if tenant is None:
+            row = self._query(
+                "SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE route = 'cloud' AND ts >= ?",
+                (float(since),),
+            )
+        else:
+            row = self._query(
+                "SELECT COALESCE(SUM(cost_usd), 0) FROM requests "
+                "WHERE tenant = ? AND route = 'cloud' AND ts >= ?",
+                (tenant, float(since)),
+            )
         return float(row[0][0])
 
     def count(self) -> int:

@@ -1,4 +1,5 @@
-"""CloudTransport: one litellm try per request, every failure as a typed router error."""
+"""Both cloud transports (litellm, and OpenAI's protocol over httpx): one try per request, every
+failure as a typed router error. Tests that take ``transport`` or ``make`` run against both."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from router._transports.base import Transport
 from router._transports.cloud import CloudTransport, parse_retry_after, translate_error
+from router._transports.openai_http import OpenAIHTTPTransport
 from router.devtools.replay import ReplayCloud, count_prompt_tokens, count_text_tokens
 from router.errors import (
     BackendError,
@@ -43,9 +45,23 @@ def replay_cloud() -> Iterator[ReplayCloud]:
         yield cloud
 
 
+KINDS = {"litellm": CloudTransport, "openai": OpenAIHTTPTransport}
+
+
+@pytest.fixture(params=sorted(KINDS))
+def kind(request: pytest.FixtureRequest, litellm_module: Any) -> str:
+    return request.param
+
+
 @pytest.fixture
-def transport(replay_cloud: ReplayCloud, litellm_module: Any) -> CloudTransport:
-    return CloudTransport(model=MODEL, api_base=replay_cloud.base_url, timeout_s=TIMEOUT_S)
+def make(kind: str) -> Callable[..., Any]:
+    """Build the transport under test: ``make(model=..., api_base=...)``."""
+    return KINDS[kind]
+
+
+@pytest.fixture
+def transport(replay_cloud: ReplayCloud, make: Callable[..., Any]) -> CloudTransport:
+    return make(model=MODEL, api_base=replay_cloud.base_url, timeout_s=TIMEOUT_S)
 
 
 def _request(prompt: str = CARD_PROMPT, **kw: Any) -> ChatRequest:
@@ -65,14 +81,15 @@ def test_is_a_transport(transport: CloudTransport) -> None:
 
 
 def test_complete_returns_answer_usage_and_cost(
-    transport: CloudTransport, replay_cloud: ReplayCloud
+    transport: CloudTransport, replay_cloud: ReplayCloud, kind: str
 ) -> None:
     result = transport.complete(_request())
     assert result.text == CARD_ANSWER
     assert result.finish_reason == "stop"
     assert (result.prompt_tokens, result.completion_tokens) == _usage_of(CARD_PROMPT, CARD_ANSWER)
     assert result.model == MODEL
-    assert result.cost_usd is not None and result.cost_usd > 0
+    if kind == "litellm":  # litellm knows the price; the gateway prices both with its PriceBook
+        assert result.cost_usd is not None and result.cost_usd > 0
     assert result.compute_seconds == 0
     assert replay_cloud.requests_seen == 1
 
@@ -102,9 +119,10 @@ def _check_stream(deltas: list[StreamDelta], answer: str, prompt: str) -> Backen
     return final
 
 
-def test_stream_yields_text_then_result_with_usage(transport: CloudTransport) -> None:
+def test_stream_yields_text_then_result_with_usage(transport: CloudTransport, kind: str) -> None:
     final = _check_stream(list(transport.stream(_request(LONG_PROMPT))), LONG_ANSWER, LONG_PROMPT)
-    assert final.cost_usd is not None and final.cost_usd > 0
+    if kind == "litellm":
+        assert final.cost_usd is not None and final.cost_usd > 0
 
 
 async def test_astream_yields_text_then_result_with_usage(transport: CloudTransport) -> None:
@@ -112,28 +130,28 @@ async def test_astream_yields_text_then_result_with_usage(transport: CloudTransp
     _check_stream(deltas, LONG_ANSWER, LONG_PROMPT)
 
 
-def test_api_base_without_key_sends_placeholder(litellm_module: Any) -> None:
+def test_api_base_without_key_sends_placeholder(make: Callable[..., Any]) -> None:
     with ReplayCloud({CARD_PROMPT: CARD_ANSWER}, require_api_key="sk-no-key") as cloud:
-        transport = CloudTransport(model=MODEL, api_base=cloud.base_url)
+        transport = make(model=MODEL, api_base=cloud.base_url)
         assert transport.complete(_request()).text == CARD_ANSWER
 
 
-def test_api_key_is_sent_and_never_shown(litellm_module: Any) -> None:
+def test_api_key_is_sent_and_never_shown(make: Callable[..., Any]) -> None:
     with ReplayCloud({CARD_PROMPT: CARD_ANSWER}, require_api_key="sk-secret-123") as cloud:
-        good = CloudTransport(model=MODEL, api_base=cloud.base_url, api_key="sk-secret-123")
+        good = make(model=MODEL, api_base=cloud.base_url, api_key="sk-secret-123")
         assert good.complete(_request()).text == CARD_ANSWER
         assert "sk-secret-123" not in repr(good)
-        bad = CloudTransport(model=MODEL, api_base=cloud.base_url, api_key="sk-wrong")
+        bad = make(model=MODEL, api_base=cloud.base_url, api_key="sk-wrong")
         with pytest.raises(CloudAuthError) as info:
             bad.complete(_request())
         assert "sk-wrong" not in str(info.value)
 
 
-def test_constructor_rejects_bad_config() -> None:
+def test_constructor_rejects_bad_config(make: Callable[..., Any]) -> None:
     with pytest.raises(ValueError, match="model"):
-        CloudTransport(model=" ")
+        make(model=" ")
     with pytest.raises(ValueError, match="timeout"):
-        CloudTransport(model=MODEL, timeout_s=0)
+        make(model=MODEL, timeout_s=0)
 
 
 # -- faults over real HTTP: one try, the right type ----------------------------------------
@@ -204,12 +222,12 @@ def test_rate_limit_carries_retry_after(
     assert isinstance(info.value, openai.RateLimitError)
 
 
-def test_connection_refused_is_connection_error(litellm_module: Any) -> None:
+def test_connection_refused_is_connection_error(make: Callable[..., Any]) -> None:
     cloud = ReplayCloud().start()
     base_url = cloud.base_url
     cloud.stop()  # nothing listens on this port any more
     with pytest.raises(CloudConnectionError):
-        CloudTransport(model=MODEL, api_base=base_url, timeout_s=2).complete(_request())
+        make(model=MODEL, api_base=base_url, timeout_s=2).complete(_request())
 
 
 def test_unknown_prompt_is_bad_request_404(transport: CloudTransport) -> None:
@@ -407,9 +425,10 @@ def test_parse_retry_after(headers: dict[str, str], seconds: float | None) -> No
 
 
 def test_programming_errors_are_not_masked(
-    transport: CloudTransport, monkeypatch: pytest.MonkeyPatch
+    replay_cloud: ReplayCloud, litellm_module: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A bug (here: unusable messages) must surface as itself, not as a retryable cloud error.
+    transport = CloudTransport(model=MODEL, api_base=replay_cloud.base_url, timeout_s=TIMEOUT_S)
     build = transport._kwargs
     monkeypatch.setattr(
         transport,
@@ -450,3 +469,78 @@ def test_importing_cloud_and_replay_does_not_import_litellm() -> None:
         "sys.exit('litellm' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# -- OpenAI's protocol over httpx: what only that transport does ------------------------------
+
+
+def _sse(*events: Any) -> list[str]:
+    return [f"data: {json.dumps(e)}" if not isinstance(e, str) else e for e in events]
+
+
+def test_sse_answer_merges_text_tool_calls_and_usage() -> None:
+    from router._transports.openai_http import SSEAnswer
+
+    answer = SSEAnswer(MODEL)
+    lines = _sse(
+        {"choices": [{"delta": {"role": "assistant", "content": ""}}]},
+        {"choices": [{"delta": {"content": "Hel"}}]},
+        {"choices": [{"delta": {"content": "lo"}}]},
+        {
+            "choices": [
+                {"delta": {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f"}}]}}
+            ]
+        },
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"a"'}}]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}}]},
+        {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]},
+        {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2}},
+        "",
+        ": keep-alive comment",
+        "data: [DONE]",
+    )
+    assert "".join(answer.feed(line) for line in lines) == "Hello"
+    result = answer.result(_request())
+    assert (result.text, result.finish_reason) == ("Hello", "tool_calls")
+    assert (result.prompt_tokens, result.completion_tokens) == (5, 2)
+    assert result.tool_calls == [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    ]
+
+
+def test_sse_answer_without_finish_is_a_cut_stream_and_error_events_raise() -> None:
+    from router._transports.openai_http import SSEAnswer
+
+    cut = SSEAnswer(MODEL)
+    cut.feed('data: {"choices": [{"delta": {"content": "partial"}}]}')
+    with pytest.raises(CloudConnectionError, match="finish chunk"):
+        cut.result(_request())
+    with pytest.raises(CloudServerError, match="quota gone"):
+        SSEAnswer(MODEL).feed('data: {"error": {"message": "quota gone"}}')
+
+
+def test_auto_transport_is_openai_for_openai_models_and_litellm_for_others(tmp_path) -> None:
+    from router import HybridClient
+    from router.policy.io import policy_from_dict
+
+    def cloud_of(model: str, transport: str = "auto") -> Any:
+        policy = policy_from_dict(
+            {
+                "mode": "cloud",
+                "cloud": {
+                    "model": model,
+                    "transport": transport,
+                    "prices": {model: {"input_per_mtok": 1, "output_per_mtok": 1}},
+                },
+            }
+        )
+        client = HybridClient(policy=policy, ledger=tmp_path / "l.sqlite", api_key="k", cache=False)
+        try:
+            return type(client._gateway.cloud)
+        finally:
+            client.close()
+
+    assert cloud_of("gpt-4o-mini") is OpenAIHTTPTransport
+    assert cloud_of("openai/gpt-4o") is OpenAIHTTPTransport
+    assert cloud_of("anthropic/claude-3-5-haiku") is CloudTransport
+    assert cloud_of("gpt-4o-mini", transport="litellm") is CloudTransport
