@@ -1,4 +1,8 @@
-"""Gateway overhead: HybridClient vs a bare ``litellm.completion`` to the same replay server.
+"""Gateway overhead: HybridClient vs bare calls to the same replay server.
+
+Two anchors: a bare ``litellm.completion`` (what the cloud backend cost before
+``cloud.transport: auto``) and a bare ``httpx`` POST of the same request (the protocol the
+default OpenAI-protocol transport speaks); "added" is measured over the httpx anchor.
 
 Both run in this process, interleaved request by request (so drift hits both equally), against the
 replay cloud on loopback with zero injected latency. The difference of the medians is what
@@ -75,19 +79,32 @@ def main() -> None:
         def gateway() -> None:
             client.chat.completions.create(messages=messages, temperature=0)
 
+        import httpx
+
+        pool = httpx.Client()
+
+        def bare_http() -> None:
+            r = pool.post(
+                f"{cloud.base_url}/chat/completions",
+                json={"model": "gpt-4o-mini", "messages": messages, "temperature": 0},
+                headers={"Authorization": "Bearer sk-no-key"},
+            )
+            json.loads(r.content)
+
         for _ in range(20):  # warm-up: imports, connection pools, SQLite pages
             bare()
+            bare_http()
             gateway()
-        t_bare: list[float] = []
-        t_gw: list[float] = []
+        times: dict = {bare: [], bare_http: [], gateway: []}
         for i in range(args.requests):
-            order = (bare, gateway) if i % 2 == 0 else (gateway, bare)
+            order = (bare, bare_http, gateway) if i % 2 == 0 else (gateway, bare_http, bare)
             for fn in order:
                 t0 = time.perf_counter()
                 fn()
-                dt = (time.perf_counter() - t0) * 1000
-                (t_bare if fn is bare else t_gw).append(dt)
+                times[fn].append((time.perf_counter() - t0) * 1000)
+        t_bare, t_http, t_gw = times[bare], times[bare_http], times[gateway]
         client.close()
+        pool.close()
 
     ledger = Ledger(home / "writes.sqlite")
     t_write: list[float] = []
@@ -113,9 +130,12 @@ def main() -> None:
         "requests_each": args.requests,
         "bare_litellm_p50_ms": statistics.median(t_bare),
         "bare_litellm_p99_ms": pct(t_bare, 0.99),
+        "bare_httpx_p50_ms": statistics.median(t_http),
+        "bare_httpx_p99_ms": pct(t_http, 0.99),
         "hybridclient_p50_ms": statistics.median(t_gw),
         "hybridclient_p99_ms": pct(t_gw, 0.99),
-        "added_p50_ms": statistics.median(t_gw) - statistics.median(t_bare),
+        "added_p50_ms": statistics.median(t_gw) - statistics.median(t_http),
+        "litellm_minus_httpx_p50_ms": statistics.median(t_bare) - statistics.median(t_http),
         "ledger_write_p50_ms": statistics.median(t_write),
         "ledger_write_p99_ms": pct(t_write, 0.99),
     }
@@ -124,13 +144,18 @@ def main() -> None:
         f"{'bare litellm.completion':24}{result['bare_litellm_p50_ms']:>10.2f}{result['bare_litellm_p99_ms']:>10.2f}"
     )
     print(
+        f"{'bare httpx POST':24}{result['bare_httpx_p50_ms']:>10.2f}{result['bare_httpx_p99_ms']:>10.2f}"
+    )
+    print(
         f"{'HybridClient':24}{result['hybridclient_p50_ms']:>10.2f}{result['hybridclient_p99_ms']:>10.2f}"
     )
     print(
         f"{'ledger write (alone)':24}{result['ledger_write_p50_ms']:>10.3f}{result['ledger_write_p99_ms']:>10.3f}"
     )
     print(
-        f"added by the gateway at p50: {result['added_p50_ms']:.2f} ms ({args.requests} requests each, interleaved)"
+        f"added by the gateway over bare httpx at p50: {result['added_p50_ms']:.2f} ms; litellm "
+        f"costs {result['litellm_minus_httpx_p50_ms']:.2f} ms more than httpx "
+        f"({args.requests} requests each, interleaved)"
     )
     if args.json:
         print(json.dumps(result))

@@ -11,6 +11,7 @@ section is passed whole (``ResponseCache(policy.cache)``, ``PriceBook(policy.clo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -614,9 +615,10 @@ class RoutingPolicy:
         """Longest prompt (tokens) routed locally: the rule if set, else the model's limit."""
         return self.rules.max_local_prompt_tokens or self.local.max_prompt_tokens
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
-        """Content hash (12 hex chars): equal policies share it; ledger rows record it."""
+        """Content hash (12 hex chars): equal policies share it; ledger rows record it.
+        Computed once per (immutable) policy: every request reads it."""
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
 
