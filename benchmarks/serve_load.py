@@ -2,7 +2,8 @@
 
 The server runs in its own process over the replay cloud (its own process too). ``--mode cloud``
 sends everything upstream; ``--mode local`` answers every request with the real local model
-(forced local: a full queue is a 429 with Retry-After, never the cloud). Reported: throughput,
+(forced local: a full queue is a 429 with Retry-After, never the cloud); in cloud mode the same
+load is also sent straight at the upstream, as the anchor. Reported: throughput,
 p50/p99 latency, errors by status, rows == requests, and the server's peak RSS (VmHWM).
 
     python benchmarks/serve_load.py --clients 500 --requests 2000 --mode cloud
@@ -100,11 +101,7 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="serve-load-"))
-    env = {
-        **os.environ,
-        "HYBRIDGATE_HOME": os.environ.get("HYBRIDGATE_HOME", str(work / "home")),
-        "PYTHONPATH": str(ROOT),
-    }
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the user's data home: its converted model
     procs: list[subprocess.Popen] = []
     try:
         up, port = _free_port(), _free_port()
@@ -148,6 +145,10 @@ def main() -> None:
         result = asyncio.run(
             _load(f"http://127.0.0.1:{port}/v1", args.clients, args.requests, args.max_tokens)
         )
+        if args.mode == "cloud":  # the anchor: the same load straight at the upstream
+            result["direct"] = asyncio.run(
+                _load(upstream, args.clients, args.requests, args.max_tokens)
+            )
         result["server_peak_rss_gib"] = _peak_rss_gib(procs[1].pid)
         procs[1].terminate()
         procs[1].wait(timeout=120)

@@ -216,7 +216,7 @@ class ReplayCloud:
             raise RuntimeError("ReplayCloud is already started")
         _get_encoding()  # load the tokenizer now, not inside the first timed request
         self._stopping.clear()
-        self._server = ThreadingHTTPServer((self._host, self._port), _make_handler(self))
+        self._server = _Server((self._host, self._port), _make_handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -350,6 +350,12 @@ def _stream_pieces(text: str) -> Iterator[str]:
         piece += ch
     if piece:
         yield piece
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024
+    """Listen backlog (the stdlib's is 5): hundreds of clients connecting at once must queue,
+    not be reset, or a load test measures the replay cloud instead of what is in front of it."""
 
 
 def _make_handler(cloud: ReplayCloud) -> type[BaseHTTPRequestHandler]:

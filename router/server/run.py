@@ -96,6 +96,9 @@ def serve(config: ServeConfig, *, on_ready: Any = None) -> None:
         "port": config.port,
         "log_level": config.log_level,
         "timeout_graceful_shutdown": config.graceful_s,
+        # longer than clients keep idle connections (httpx: 5 s), so the client closes first and
+        # never sends on a connection the server is closing (a ReadError under load)
+        "timeout_keep_alive": 75,
         "access_log": False,
     }
     if config.workers > 1:
