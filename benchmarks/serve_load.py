@@ -29,7 +29,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.serve_overhead import MODEL, PROMPTS, _free_port, _hybridgate, _wait  # noqa: E402
+from benchmarks.serve_overhead import MODEL, PROMPTS, _free_port, _hybridgate, _wait, stop_all  # noqa: E402
 from router.ledger.reports import percentile  # noqa: E402
 
 
@@ -160,14 +160,7 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(result, indent=2))
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs, timeout=60)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -65,6 +65,18 @@ def _wait(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     raise RuntimeError(f"{url} did not come up in {timeout:.0f} s")
 
 
+def stop_all(procs: list[subprocess.Popen], timeout: float = 30.0) -> None:
+    """SIGTERM every process still running, then wait (kill what does not stop in time)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def _hybridgate() -> list[str]:
     return [sys.executable, "-m", "router.cli"]
 
@@ -210,14 +222,7 @@ def main() -> None:
             )
         assert rows == sent, "rows != requests"
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

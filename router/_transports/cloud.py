@@ -248,6 +248,17 @@ def _check_finished(response: Any) -> None:
 # -- the transport -------------------------------------------------------------------------
 
 
+def check_settings(model: str, timeout_s: float, connect_timeout_s: float) -> None:
+    """What both cloud transports refuse at construction: an empty model, a timeout <= 0."""
+    if not model or not model.strip():
+        raise ValueError("model must be a non-empty model name")
+    if timeout_s <= 0 or connect_timeout_s <= 0:
+        raise ValueError(
+            f"timeouts must be > 0, got timeout_s={timeout_s}, "
+            f"connect_timeout_s={connect_timeout_s}"
+        )
+
+
 def count_tokens(result: BackendResult, messages: list[dict[str, Any]], model: str) -> None:
     """Fill token counts the provider did not report, with the model's tokenizer."""
     litellm = _load_litellm()
@@ -301,13 +312,7 @@ class CloudTransport:
         timeout_s: float = CLOUD_TIMEOUT_S,
         connect_timeout_s: float = CLOUD_CONNECT_TIMEOUT_S,
     ) -> None:
-        if not model or not model.strip():
-            raise ValueError("model must be a non-empty litellm model name")
-        if timeout_s <= 0 or connect_timeout_s <= 0:
-            raise ValueError(
-                f"timeouts must be > 0, got timeout_s={timeout_s}, "
-                f"connect_timeout_s={connect_timeout_s}"
-            )
+        check_settings(model, timeout_s, connect_timeout_s)
         if api_base and "/" not in model:
             model = f"openai/{model}"
         self.model = model
@@ -501,6 +506,7 @@ class CloudTransport:
 
 __all__ = [
     "CloudTransport",
+    "check_settings",
     "count_tokens",
     "error_for_status",
     "finish_reason",

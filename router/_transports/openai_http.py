@@ -27,6 +27,7 @@ from router._defaults import CLOUD_CONNECT_TIMEOUT_S, CLOUD_TIMEOUT_S
 from router._transports.cloud import (
     MALFORMED_STATUS,
     PLACEHOLDER_API_KEY,
+    check_settings,
     count_tokens,
     error_for_status,
     finish_reason,
@@ -74,13 +75,7 @@ class OpenAIHTTPTransport:
         timeout_s: float = CLOUD_TIMEOUT_S,
         connect_timeout_s: float = CLOUD_CONNECT_TIMEOUT_S,
     ) -> None:
-        if not model or not model.strip():
-            raise ValueError("model must be a non-empty model name")
-        if timeout_s <= 0 or connect_timeout_s <= 0:
-            raise ValueError(
-                f"timeouts must be > 0, got timeout_s={timeout_s}, "
-                f"connect_timeout_s={connect_timeout_s}"
-            )
+        check_settings(model, timeout_s, connect_timeout_s)
         self.model = model.removeprefix("openai/")
         self.api_base = (api_base or OPENAI_BASE).rstrip("/")
         if not api_key:
