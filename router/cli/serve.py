@@ -30,6 +30,12 @@ def serve(
     graceful_s: float = typer.Option(
         30.0, "--graceful-timeout", help="Seconds in-flight requests get to finish on SIGTERM."
     ),
+    otlp_endpoint: str | None = typer.Option(
+        None,
+        "--otlp-endpoint",
+        help="Send gen_ai.* spans over OTLP/HTTP (default: OTEL_EXPORTER_OTLP_ENDPOINT; "
+        "needs the otel extra).",
+    ),
     hash_key: bool = typer.Option(
         False, "--hash-key", help="Read an API key from stdin, print its sha256: form, exit."
     ),
@@ -41,6 +47,7 @@ def serve(
     from router.errors import HybridGateError
     from router.server.run import ServeConfig, check_bind
     from router.server.run import serve as run
+    from router.server.tracing import configured_endpoint
 
     if hash_key:
         from router.server.keys import hash_key as digest
@@ -67,12 +74,15 @@ def serve(
         workers=workers,
         allow_no_auth=allow_no_auth,
         graceful_s=graceful_s,
+        otlp_endpoint=otlp_endpoint,
     )
     try:
         check_bind(config)
+        traces = configured_endpoint(otlp_endpoint)
         typer.secho(
             f"hybridgate serving on http://{host}:{port}/v1 (policy {config.policy}, "
-            f"ledger {config.ledger}{', keys ' + config.keys if keys else ''})",
+            f"ledger {config.ledger}{', keys ' + config.keys if keys else ''}"
+            f"{', spans to ' + traces if traces else ''})",
             fg="cyan",
             err=True,
         )

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from router.server.keys import Grant, KeyRing
 from router.server.metrics import ServerMetrics
+from router.server.tracing import NoTracing
 from router.server.wire import SSE_DONE, ApiError, from_exception, sse
 
 log = logging.getLogger("hybridgate.server")
@@ -41,12 +42,20 @@ class GatewayServer:
     """What every connection shares: one client (one model, batcher, cache, ledger), keys and
     metrics. ``GatewayServer(client, keys=...).app`` is the ASGI application."""
 
-    def __init__(self, client: Any, *, keys: KeyRing | None = None, preload: bool = True) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        keys: KeyRing | None = None,
+        preload: bool = True,
+        tracing: Any = None,
+    ) -> None:
         self.client = client
         self.gateway = client.gateway
         self.policy = client.policy
         self.keys = keys
         self.metrics = ServerMetrics()
+        self.tracing = tracing if tracing is not None else NoTracing()
         self.preload = preload and self.policy.mode != "cloud"
         self.load_error: str | None = None
         self._loader: asyncio.Future | None = None
@@ -73,6 +82,7 @@ class GatewayServer:
             # uvicorn has stopped accepting and let in-flight requests finish (bounded by its
             # graceful timeout); closing the client flushes every queued ledger row.
             await asyncio.to_thread(self.client.close)
+            await asyncio.to_thread(self.tracing.shutdown)
 
     def _load_local(self) -> None:
         try:
@@ -127,9 +137,12 @@ class GatewayServer:
     async def chat_completions(self, request: Request) -> Response:
         t0 = time.perf_counter()
         self.metrics.in_flight.inc()
+        span = self.tracing.start(request.headers)
         try:
             grant = self._authenticate(request)
-            kwargs = self._kwargs(await _json_body(request), grant)
+            body = await _json_body(request)
+            kwargs = self._kwargs(body, grant)
+            self.tracing.describe(span, body)
             tenant = grant.tenant if grant is not None else None
             result = await self.gateway.acreate(kwargs, tenant=tenant)
         except Exception as exc:  # noqa: BLE001 - every failure becomes OpenAI's error shape
@@ -138,9 +151,10 @@ class GatewayServer:
             if err.status >= 500 and not isinstance(exc, ApiError):
                 log.warning("request failed: %s: %s", type(exc).__name__, err.message)
             self.metrics.failed(type(exc).__name__, err.status)
+            self.tracing.fail(span, type(exc).__name__, err.status, err.message)
             return _error(err)
         if kwargs.get("stream"):
-            return self._stream(result, t0)
+            return self._stream(result, t0, span)
         self.metrics.in_flight.dec()
         info = result.route
         self.metrics.answered(info, stream=False, seconds=time.perf_counter() - t0)
@@ -148,6 +162,14 @@ class GatewayServer:
             self.metrics.usage(
                 info.route, result.usage.prompt_tokens, result.usage.completion_tokens
             )
+        self.tracing.finish(
+            span,
+            info,
+            response_id=result.id,
+            response_model=result.model,
+            finish_reasons=[c.finish_reason for c in result.choices if c.finish_reason],
+            usage=result.usage,
+        )
         return Response(
             result.model_dump_json(),
             media_type="application/json",
@@ -218,7 +240,7 @@ class GatewayServer:
             kwargs["metadata"] = metadata
         return kwargs
 
-    def _stream(self, stream: Any, t0: float) -> Response:
+    def _stream(self, stream: Any, t0: float, span: Any) -> Response:
         route, reason = stream.routed
         headers = {"x-hybridgate-route": route, "x-hybridgate-reason": _latin1(reason)}
         adapter = self.gateway.adapter_version if route == "local" else None
@@ -230,25 +252,30 @@ class GatewayServer:
             if not started[0]:
                 self.metrics.in_flight.dec()
                 self.metrics.disconnects.inc()
+                self.tracing.finish(span, None, disconnected=True)
                 await stream.close()
 
         return _ClosingStream(
-            self._events(stream, route, t0, started),
+            self._events(stream, route, t0, started, span),
             media_type="text/event-stream",
             headers=headers,
             on_close=never_started,
         )
 
     async def _events(
-        self, stream: Any, route: str, t0: float, started: list[bool]
+        self, stream: Any, route: str, t0: float, started: list[bool], span: Any
     ) -> AsyncIterator[bytes]:
         started[0] = True
         metrics = self.metrics
-        info = None
+        info = usage = last = None
+        reasons: list[str] = []
         first = True
-        finished = False
+        finished = failed = False
         try:
             async for chunk in stream:
+                last = chunk
+                reasons += [c.finish_reason for c in chunk.choices if c.finish_reason]
+                usage = chunk.usage or usage
                 if first and chunk.choices and chunk.choices[0].delta.content:
                     metrics.ttft.labels(route).observe(time.perf_counter() - t0)
                     first = False
@@ -266,15 +293,26 @@ class GatewayServer:
             if info is not None:
                 metrics.answered(info, stream=True, seconds=time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - headers are sent: report in-band, as OpenAI does
-            finished = True
+            finished = failed = True
             err = from_exception(exc, self.gateway.redact)
             metrics.failed(type(exc).__name__, err.status, route)
+            self.tracing.fail(span, type(exc).__name__, err.status, err.message)
             yield sse(json.dumps(json.loads(err.body())))
         finally:
             metrics.in_flight.dec()
             if not finished:
                 metrics.disconnects.inc()
             await stream.close()  # a client that left: row written, batch slot freed
+            if not failed:
+                self.tracing.finish(
+                    span,
+                    info,
+                    response_id=getattr(last, "id", None),
+                    response_model=getattr(last, "model", None),
+                    finish_reasons=reasons,
+                    usage=usage,
+                    disconnected=not finished,
+                )
 
 
 class _ClosingStream(StreamingResponse):

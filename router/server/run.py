@@ -40,6 +40,8 @@ class ServeConfig:
     allow_no_auth: bool = False
     graceful_s: float = GRACEFUL_S
     log_level: str = "warning"
+    otlp_endpoint: str | None = None
+    """Where to send spans (else the standard ``OTEL_EXPORTER_OTLP_*`` variables, else none)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -67,6 +69,11 @@ def check_bind(config: ServeConfig) -> None:
         )
     if config.workers < 1:
         raise PolicyError(f"--workers must be >= 1, got {config.workers}")
+    from router.server.tracing import configured_endpoint, require_exporter
+
+    endpoint = configured_endpoint(config.otlp_endpoint)
+    if endpoint:
+        require_exporter(endpoint)
 
 
 def build_server(config: ServeConfig) -> Any:
@@ -74,10 +81,13 @@ def build_server(config: ServeConfig) -> Any:
     from router.client import HybridClient
     from router.server.app import GatewayServer
     from router.server.keys import KeyRing
+    from router.server.tracing import Tracing, configured_endpoint
 
     keys = KeyRing.load(config.keys) if config.keys else None
+    endpoint = configured_endpoint(config.otlp_endpoint)
+    tracing = Tracing.build(endpoint) if endpoint else None  # before the model loads
     client = HybridClient(policy=config.policy, ledger=config.ledger, api_base=config.api_base)
-    return GatewayServer(client, keys=keys)
+    return GatewayServer(client, keys=keys, tracing=tracing)
 
 
 def worker_app() -> Any:

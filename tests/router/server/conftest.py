@@ -42,7 +42,9 @@ def start_server(tmp_path, replay) -> Iterator[Callable[..., Running]]:
 
     started: list[Running] = []
 
-    def start(policy: dict | None = None, *, keys: Any = None, local: Any = None) -> Running:
+    def start(
+        policy: dict | None = None, *, keys: Any = None, local: Any = None, tracing: Any = None
+    ) -> Running:
         spec = {
             "mode": "cloud",
             "cloud": {"model": MODEL, "api_base": replay.base_url, "max_retries": 0},
@@ -55,7 +57,7 @@ def start_server(tmp_path, replay) -> Iterator[Callable[..., Running]]:
         client = HybridClient(
             policy=policy_from_dict(spec), ledger=tmp_path / "ledger.sqlite", local=local
         )
-        server = GatewayServer(client, keys=keys)
+        server = GatewayServer(client, keys=keys, tracing=tracing)
         config = uvicorn.Config(server.app, host="127.0.0.1", port=0, log_level="warning")
         uv = uvicorn.Server(config)
         thread = threading.Thread(target=uv.run, daemon=True)
