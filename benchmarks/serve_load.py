@@ -2,12 +2,17 @@
 
 The server runs in its own process over the replay cloud (its own process too). ``--mode cloud``
 sends everything upstream; ``--mode local`` answers every request with the real local model
-(forced local: a full queue is a 429 with Retry-After, never the cloud); in cloud mode the same
-load is also sent straight at the upstream, as the anchor. Reported: throughput,
-p50/p99 latency, errors by status, rows == requests, and the server's peak RSS (VmHWM).
+(forced local: a full queue is a 429 with Retry-After, never the cloud); ``--mode cascade`` is
+the local-heavy policy that may use the cloud: every request tries local first, low confidence
+escalates, and a full local queue sends the overflow to the cloud. In cloud mode the same load
+is also sent straight at the upstream, as the anchor. Clients do not wait out ``Retry-After``
+(a worst case). Reported: throughput, p50/p99 latency of answered requests (and p50 of refused),
+errors by status, rows == requests, where the ledger says each request went, and the server's
+peak RSS (VmHWM).
 
     python benchmarks/serve_load.py --clients 500 --requests 2000 --mode cloud
     python benchmarks/serve_load.py --clients 64 --requests 256 --mode local --max-tokens 16
+    python benchmarks/serve_load.py --clients 500 --requests 2000 --mode cascade --max-tokens 16
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.serve_overhead import MODEL, PROMPTS, _free_port, _hybridgate, _wait, stop_all  # noqa: E402
 from router.ledger.reports import percentile  # noqa: E402
+from router.server.metrics import reason_kind  # noqa: E402
 
 
 def _peak_rss_gib(pid: int) -> float:
@@ -43,7 +49,8 @@ def _peak_rss_gib(pid: int) -> float:
 async def _load(base: str, clients: int, total: int, max_tokens: int) -> dict:
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     statuses: collections.Counter = collections.Counter()
-    latencies: list[float] = []
+    latencies: list[float] = []  # answered (200, complete)
+    refused: list[float] = []  # answered with an error status (e.g. 429 for a full queue)
     queue: asyncio.Queue = asyncio.Queue()
     for i in range(total):
         queue.put_nowait(i)
@@ -68,10 +75,11 @@ async def _load(base: str, clients: int, total: int, max_tokens: int) -> dict:
                 else:
                     r = await http.post("/chat/completions", json=body)
                     statuses[r.status_code] += 1
+                    ok = r.status_code == 200
             except httpx.HTTPError as exc:
                 statuses[type(exc).__name__] += 1
                 return
-            latencies.append((time.perf_counter() - t0) * 1000)
+            (latencies if ok else refused).append((time.perf_counter() - t0) * 1000)
 
         async def worker() -> None:
             while not queue.empty():
@@ -85,8 +93,10 @@ async def _load(base: str, clients: int, total: int, max_tokens: int) -> dict:
         "clients": clients,
         "wall_s": wall,
         "req_per_s": total / wall,
-        "p50_ms": percentile(latencies, 50),
-        "p99_ms": percentile(latencies, 99),
+        "answered": len(latencies),
+        "p50_ms": percentile(latencies, 50) if latencies else None,
+        "p99_ms": percentile(latencies, 99) if latencies else None,
+        "refused_p50_ms": percentile(refused, 50) if refused else None,
         "statuses": {str(k): v for k, v in statuses.items()},
     }
 
@@ -95,7 +105,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--clients", type=int, default=500)
     ap.add_argument("--requests", type=int, default=2000)
-    ap.add_argument("--mode", choices=("cloud", "local"), default="cloud")
+    ap.add_argument("--mode", choices=("cloud", "local", "cascade"), default="cloud")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -154,7 +164,13 @@ def main() -> None:
         procs[1].wait(timeout=120)
         from router.ledger import Ledger
 
-        result["ledger_rows"] = Ledger(ledger, read_only=True).count()
+        rows = Ledger(ledger, read_only=True).rows()
+        result["ledger_rows"] = len(rows)
+        where = collections.Counter(
+            f"{r.route}:{reason_kind(r.reason)}" + (f":{r.error_type}" if r.error_type else "")
+            for r in rows
+        )
+        result["ledger_routes"] = dict(where.most_common())
         result["mode"] = args.mode
         print(json.dumps(result, indent=2))
         if args.json:

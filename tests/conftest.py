@@ -115,3 +115,22 @@ def make_adapter(tiny_model, tmp_path):
         return str(out)
 
     return make
+
+
+# -- real services (tests/services.py) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_session(tmp_path_factory: pytest.TempPathFactory):
+    from tests.services import redis_server
+
+    server = redis_server(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_session) -> str:
+    """A real Redis on loopback, emptied for each test."""
+    redis_session.flush()
+    return redis_session.url

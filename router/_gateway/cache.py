@@ -1,9 +1,10 @@
-"""Disk cache of backend answers (local and cloud), keyed by everything that changes the answer.
+"""Cache of backend answers (local and cloud), keyed by everything that changes the answer.
 
 The gateway looks it up after the decision, under the backend that would answer (cloud model,
 or local model + precision + adapter version), so a request never gets an answer from a backend
 its decision excludes. Settings are the policy's ``cache:`` section (``CacheSettings``); the
-folder is a location, not a policy knob, so it is a constructor argument.
+folder is a location, not a policy knob, so it is a constructor argument. With ``cache.url``
+the entries live in Redis instead (``router._gateway.cache_redis``), under the same keys.
 
 Why JSON only: diskcache's default ``Disk`` pickles values and unpickles whatever it finds
 in ``cache.db``; anyone who can write to the cache folder could then run code in the
@@ -120,33 +121,21 @@ def _num(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
-class ResponseCache:
-    """Caches answers on disk for deterministic requests; safe across threads and processes.
+class DiskStore:
+    """The embedded default: diskcache (SQLite) in a private folder, JSON values only.
 
-    >>> cache = ResponseCache(CacheSettings(ttl_s=3600), directory="/tmp/hg-cache")
-    >>> cache.put(req, result, model="smollm2", adapter_version="v3")
-    >>> cache.get(req, model="smollm2", adapter_version="v3").text
+    One host only: processes on it share the folder, but there is no cross-process single
+    flight (``lead`` always says "you lead"); the in-process one is the gateway's.
     """
 
-    def __init__(
-        self, config: CacheSettings | None = None, *, directory: str | Path | None = None
-    ) -> None:
-        """Open (or create) the cache folder; a corrupt database is rebuilt with a warning.
+    shared = False
+    errors = 0
 
-        Args:
-            config: The policy's ``cache:`` section (``policy.cache``); None -> its defaults.
-            directory: Cache folder; None -> :func:`default_cache_dir`.
-        """
-        self.config = config if config is not None else CacheSettings()
-        self.directory = Path(directory) if directory is not None else default_cache_dir()
-        self._lock = threading.Lock()
-        self._hits = 0
-        self._misses = 0
+    def __init__(self, directory: Path, config: CacheSettings) -> None:
+        self.directory = directory
+        self.config = config
         self._cache: diskcache.Cache | None = None
-        if self.config.enabled:
-            self._open()
-
-    # -- storage -------------------------------------------------------------------
+        self._open()
 
     def _settings(self) -> dict[str, Any]:
         return {
@@ -179,7 +168,7 @@ class ResponseCache:
         """Throw away a corrupt cache database and start empty (a cache may always forget)."""
         message = f"response cache at {self.directory} is corrupt ({exc}); rebuilding it empty"
         logger.warning(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
         if self._cache is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._cache.close()
@@ -189,6 +178,88 @@ class ResponseCache:
 
         private_file(self.directory / DB_FILES[0])
         self._cache = diskcache.Cache(str(self.directory), disk=JSONOnlyDisk, **self._settings())
+
+    def get(self, key: str) -> Any:
+        try:
+            return self._cache.get(key)  # type: ignore[union-attr]
+        except sqlite3.DatabaseError as exc:
+            self._rebuild(exc)
+        except (UnsafeCacheEntry, ValueError, OSError) as exc:
+            logger.warning("ignoring unreadable cache entry %s: %s", key[:12], exc)
+        return None
+
+    def set(self, key: str, value: dict[str, Any], ttl_s: float | None) -> bool:
+        try:
+            self._cache.set(key, value, expire=ttl_s)  # type: ignore[union-attr]
+        except sqlite3.DatabaseError as exc:
+            self._rebuild(exc)
+            return False
+        return True
+
+    def lead(self, key: str, ttl_s: float) -> bool:
+        return True
+
+    def release(self, key: str) -> None:
+        pass
+
+    def leading_elsewhere(self, key: str) -> bool:
+        return False
+
+    def clear(self) -> int:
+        return self._cache.clear()  # type: ignore[union-attr]
+
+    def count(self) -> int:
+        return len(self._cache)  # type: ignore[arg-type]
+
+    def volume(self) -> int:
+        return self._cache.volume()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+
+    @property
+    def location(self) -> str:
+        return str(self.directory)
+
+
+class ResponseCache:
+    """Caches answers for deterministic requests; safe across threads and processes.
+
+    The key rules live here; where entries are kept is a store: the disk (default) or Redis
+    (``cache.url: redis://...``, shared by every gateway that points at it).
+
+    >>> cache = ResponseCache(CacheSettings(ttl_s=3600), directory="/tmp/hg-cache")
+    >>> cache.put(req, result, model="smollm2", adapter_version="v3")
+    >>> cache.get(req, model="smollm2", adapter_version="v3").text
+    """
+
+    def __init__(
+        self, config: CacheSettings | None = None, *, directory: str | Path | None = None
+    ) -> None:
+        """Open (or create) the store; a corrupt disk database is rebuilt with a warning.
+
+        Args:
+            config: The policy's ``cache:`` section (``policy.cache``); None -> its defaults.
+            directory: Cache folder for the disk store; None -> :func:`default_cache_dir`.
+        """
+        self.config = config if config is not None else CacheSettings()
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self._lock = threading.Lock()
+        self._hits = 0
+        self._misses = 0
+        self._store: Any = None
+        if self.config.enabled and self.config.url:
+            from router._gateway.cache_redis import RedisStore
+
+            self._store = RedisStore(self.config.url, password_env=self.config.password_env)
+        elif self.config.enabled:
+            self._store = DiskStore(self.directory, self.config)
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes and hosts see the same entries (Redis)."""
+        return self._store is not None and self._store.shared
 
     # -- keys ----------------------------------------------------------------------
 
@@ -240,7 +311,12 @@ class ResponseCache:
     # -- get/put -------------------------------------------------------------------
 
     def get(
-        self, request: ChatRequest, *, model: str, adapter_version: str | None
+        self,
+        request: ChatRequest,
+        *,
+        model: str,
+        adapter_version: str | None,
+        count: bool = True,
     ) -> CachedAnswer | None:
         """The cached answer for ``request``, or ``None`` on a miss.
 
@@ -248,22 +324,18 @@ class ResponseCache:
             request: The request.
             model: The model that would answer.
             adapter_version: The adapter that would be loaded.
+            count: Count this lookup in the hit/miss statistics (not for repeated polls).
 
         Returns:
-            The stored answer, or ``None`` (miss, expired, uncacheable, disabled, unreadable).
+            The stored answer, or ``None`` (miss, expired, uncacheable, disabled, unreadable,
+            or the store unreachable).
         """
-        if self._cache is None or not self.cacheable(request):
+        if self._store is None or not self.cacheable(request):
             return None
         key = self.key(request, model=model, adapter_version=adapter_version)
-        try:
-            value = self._cache.get(key)
-        except sqlite3.DatabaseError as exc:
-            self._rebuild(exc)
-            value = None
-        except (UnsafeCacheEntry, ValueError, OSError) as exc:
-            logger.warning("ignoring unreadable cache entry %s: %s", key[:12], exc)
-            value = None
-        answer = self._decode(value)
+        answer = self._decode(self._store.get(key))
+        if not count:
+            return answer
         with self._lock:
             if answer is None:
                 self._misses += 1
@@ -299,7 +371,7 @@ class ResponseCache:
         Returns:
             Whether it was stored.
         """
-        if self._cache is None or not self.cacheable(request):
+        if self._store is None or not self.cacheable(request):
             return False
         if result.finish_reason == "content_filter":
             return False
@@ -315,14 +387,25 @@ class ResponseCache:
         )
         key = self.key(request, model=model, adapter_version=adapter_version)
         try:
-            self._cache.set(key, asdict(answer), expire=self.config.ttl_s)
-        except sqlite3.DatabaseError as exc:
-            self._rebuild(exc)
-            return False
+            return self._store.set(key, asdict(answer), self.config.ttl_s)
         except (TypeError, ValueError) as exc:  # e.g. tool_calls not JSON-serialisable
             logger.warning("not caching an answer that is not JSON-serialisable: %s", exc)
             return False
-        return True
+
+    # -- single flight across processes (shared stores) ------------------------------
+
+    def lead(self, key: str, ttl_s: float) -> bool:
+        """Claim computing the answer under flight ``key``; False if another gateway holds it."""
+        return self._store is None or self._store.lead(key, ttl_s)
+
+    def release(self, key: str) -> None:
+        """Give up the claim (the answer is stored, or the call failed)."""
+        if self._store is not None:
+            self._store.release(key)
+
+    def leading_elsewhere(self, key: str) -> bool:
+        """Whether another gateway still holds the claim on ``key``."""
+        return self._store is not None and self._store.leading_elsewhere(key)
 
     # -- housekeeping --------------------------------------------------------------
 
@@ -334,22 +417,25 @@ class ResponseCache:
         """
         with self._lock:
             self._hits = self._misses = 0
-        return self._cache.clear() if self._cache is not None else 0
+        return self._store.clear() if self._store is not None else 0
 
     def stats(self) -> dict[str, Any]:
         """Counters for reports and ``/metrics``.
 
         Returns:
             ``hits``, ``misses``, ``hit_rate`` (this process), ``entries``, ``size_bytes``,
-            ``directory`` and ``enabled``.
+            ``directory`` (the folder or the Redis URL without its password), ``enabled`` and
+            ``store_errors`` (calls the store failed: each one was served as a miss).
         """
         with self._lock:
             hits, misses = self._hits, self._misses
-        entries = len(self._cache) if self._cache is not None else 0
-        size = self._cache.volume() if self._cache is not None else 0
+        store = self._store
+        entries = store.count() if store is not None else 0
+        size = store.volume() if store is not None else 0
         return {
             "enabled": self.config.enabled,
-            "directory": str(self.directory),
+            "directory": store.location if store is not None else str(self.directory),
+            "store_errors": store.errors if store is not None else 0,
             "hits": hits,
             "misses": misses,
             "hit_rate": hits / (hits + misses) if hits + misses else 0.0,
@@ -357,10 +443,15 @@ class ResponseCache:
             "size_bytes": size,
         }
 
+    @property
+    def store_errors(self) -> int:
+        """Store calls that failed in this process (a Redis outage: served as misses)."""
+        return self._store.errors if self._store is not None else 0
+
     def close(self) -> None:
         """Close the database connections."""
-        if self._cache is not None:
-            self._cache.close()
+        if self._store is not None:
+            self._store.close()
 
     def __enter__(self) -> ResponseCache:
         return self
@@ -371,6 +462,7 @@ class ResponseCache:
 
 __all__ = [
     "CachedAnswer",
+    "DiskStore",
     "JSONOnlyDisk",
     "ResponseCache",
     "UnsafeCacheEntry",

@@ -49,6 +49,11 @@ from router.types import BackendResult, ChatRequest, RouteInfo, StreamDelta, Ten
 
 log = logging.getLogger("hybridgate")
 
+FLIGHT_CLAIM_S = 120.0
+"""How long a shared-cache flight claim lives when the call has no deadline (a crashed
+leader's claim expires; waiting gateways then answer on their own)."""
+FLIGHT_POLL_S = 0.01
+
 
 @dataclass
 class _Outcome:
@@ -98,6 +103,8 @@ class _Call:
     deadline: float | None = None
     """``time.monotonic()`` by which the whole call (local try, retries, backoff) must end."""
     total_s: float | None = None
+    flight: str | None = None
+    """The shared-cache flight this call leads (released once its answer is stored)."""
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -263,13 +270,15 @@ class Gateway:
         identity = f"local:{local.model}:{local.precision}:max_new_tokens={local.max_new_tokens}"
         return identity, self.adapter_version
 
-    def cached(self, request: ChatRequest, decision: Decision) -> _Outcome | None:
+    def cached(
+        self, request: ChatRequest, decision: Decision, *, count: bool = True
+    ) -> _Outcome | None:
         """A stored answer from a backend the decision allows, tried in the decision's order."""
         if self.cache is None or not self.cache.cacheable(request):
             return None
         for backend in decision.backends:
             model, adapter = self._answerer(backend, request)
-            hit = self.cache.get(request, model=model, adapter_version=adapter)
+            hit = self.cache.get(request, model=model, adapter_version=adapter, count=count)
             if hit is not None:
                 return _Outcome(
                     route="cache",
@@ -312,6 +321,48 @@ class Gateway:
             future.set_exception(exc)
         else:
             future.set_result(result)  # type: ignore[arg-type]
+
+    def _lead_shared(self, call: _Call, key: str) -> bool:
+        """Claim the flight in a shared cache (Redis); False if another gateway computes it."""
+        if not getattr(self.cache, "shared", False):
+            return True
+        remaining = call.remaining()
+        if not self.cache.lead(key, ttl_s=remaining if remaining else FLIGHT_CLAIM_S):
+            return False
+        call.flight = key
+        return True
+
+    def _poll_shared(self, call: _Call, decision: Decision, key: str) -> tuple[bool, Any]:
+        """One look while another gateway computes: ``(done, outcome or None)``."""
+        assert call.request is not None
+        hit = self.cached(call.request, decision, count=False)
+        if hit is not None:
+            hit.reason = "cache_hit:coalesced"
+            return True, hit
+        remaining = call.remaining()
+        gone = not self.cache.leading_elsewhere(key)
+        if gone:  # it failed, or stored just now: one last look
+            return True, self.cached(call.request, decision, count=False)
+        return remaining is not None and remaining <= FLIGHT_POLL_S, None
+
+    def _wait_shared(self, call: _Call, decision: Decision, key: str) -> _Outcome | None:
+        while True:
+            time.sleep(FLIGHT_POLL_S)
+            done, outcome = self._poll_shared(call, decision, key)
+            if done:
+                return outcome
+
+    async def _await_shared(self, call: _Call, decision: Decision, key: str) -> _Outcome | None:
+        while True:
+            await asyncio.sleep(FLIGHT_POLL_S)
+            done, outcome = self._poll_shared(call, decision, key)
+            if done:
+                return outcome
+
+    def _release(self, call: _Call) -> None:
+        if call.flight is not None:
+            self.cache.release(call.flight)
+            call.flight = None
 
     @staticmethod
     def _shared(result: BackendResult, decision: Decision) -> _Outcome:
@@ -387,6 +438,7 @@ class Gateway:
             if outcome.route == "local":
                 adapter = result.adapter_version or adapter
             self.cache.put(request, result, model=model, adapter_version=adapter)
+        self._release(call)
         if (
             outcome.route == "cloud"
             and not outcome.escalated
@@ -399,6 +451,7 @@ class Gateway:
 
     def fail(self, call: _Call, exc: BaseException) -> None:
         """Record a failed request where it failed; the ledger never misses a request."""
+        self._release(call)
         entry = call.entry
         entry.error_type = type(exc).__name__
         entry.error_message = self.redact(str(exc))[:500]
@@ -537,6 +590,11 @@ class Gateway:
                 return self._shared(leader.result(timeout=call.remaining()), decision)
             except Exception:  # the leader failed or is too slow for us: try on our own
                 return self._drive(call, self._plan(call, decision, stream=False))
+        if key is not None and not self._lead_shared(call, key):
+            outcome = self._wait_shared(call, decision, key)  # another gateway computes it
+            if outcome is not None:
+                self._land(key, outcome.result, None)
+                return outcome
         try:
             outcome = self._drive(call, self._plan(call, decision, stream=False))
         except BaseException as exc:
@@ -623,6 +681,11 @@ class Gateway:
                 return self._shared(await asyncio.wait_for(waited, call.remaining()), decision)
             except Exception:  # the leader failed or is too slow for us: try on our own
                 return await self._adrive(call, self._plan(call, decision, stream=False))
+        if key is not None and not self._lead_shared(call, key):
+            outcome = await self._await_shared(call, decision, key)
+            if outcome is not None:
+                self._land(key, outcome.result, None)
+                return outcome
         try:
             outcome = await self._adrive(call, self._plan(call, decision, stream=False))
         except BaseException as exc:

@@ -40,6 +40,32 @@ def _cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def _cache_line(cache: object) -> str:
+    """Where answers are cached, and whether a Redis cache answers a PING right now."""
+    from router._paths import cache_dir
+
+    if not cache.enabled:  # type: ignore[attr-defined]
+        return "off"
+    url = cache.url  # type: ignore[attr-defined]
+    if not url:
+        return f"disk at {cache_dir()}"
+    try:
+        import redis
+    except ImportError:
+        return (
+            f"redis at {url}: the redis package is NOT installed (pip install 'hybridgate[redis]')"
+        )
+    env = cache.password_env  # type: ignore[attr-defined]
+    try:
+        client = redis.Redis.from_url(
+            url, password=os.environ.get(env) if env else None, socket_timeout=1
+        )
+        client.ping()
+    except redis.RedisError as exc:
+        return f"redis at {url}: NOT reachable ({type(exc).__name__}: {exc})"
+    return f"redis at {url} (reachable)"
+
+
 def doctor(policy: str | None = PolicyOpt, ledger: Path | None = LedgerOpt) -> None:
     """What is installed, where data lives, which model and keys are configured."""
     import importlib.util
@@ -68,6 +94,7 @@ def doctor(policy: str | None = PolicyOpt, ledger: Path | None = LedgerOpt) -> N
         typer.echo(f"api key       ${env} is {'set' if os.environ.get(env) else 'NOT set'}")
     else:
         typer.echo("api key       taken from the provider's usual variable (e.g. OPENAI_API_KEY)")
+    typer.echo(f"cache         {_cache_line(pol.cache)}")
     adapter = pol.local.adapter or "none"
     typer.echo(
         f"local model   {pol.local.model} (precision {pol.local.precision}, adapter {adapter})"

@@ -216,6 +216,26 @@ def http_url(path: tuple[str, ...], value: Any) -> str | None:
     return value
 
 
+def redis_url(path: tuple[str, ...], value: Any) -> str | None:
+    """A ``redis://``, ``rediss://`` or ``unix://`` URL without a password in it, or null."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise FieldError(
+            path, f"must be a redis:// (or rediss://, unix://) URL or null, got {show(value)}"
+        )
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.password or "password=" in parts.query:
+        raise FieldError(
+            path,
+            "must not contain a password (policy files are not secret): name an environment "
+            "variable in cache.password_env instead",
+        )
+    return value
+
+
 def store(obj: Any, name: str, value: Any) -> None:
     """Store a normalized value on a frozen dataclass during ``__post_init__``."""
     object.__setattr__(obj, name, value)

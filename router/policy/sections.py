@@ -34,6 +34,7 @@ from router.policy.fields import (
     integer,
     number,
     plain,
+    redis_url,
     show,
     store,
     string,
@@ -362,9 +363,17 @@ class CacheSettings:
     (not least recently used: tracking reads would cost a write on every hit)."""
     cache_nondeterministic: bool = False
     """Also cache sampled (temperature > 0, no seed) answers; trades variety for savings."""
+    url: str | None = None
+    """``redis://host:6379/0``: keep entries in Redis, shared by every gateway pointing at it
+    (null -> the disk cache). Size is Redis' own bound (``maxmemory`` + an ``allkeys-*``
+    eviction policy); ``size_limit_mb`` is the disk cache's."""
+    password_env: str | None = None
+    """Name of the environment variable holding the Redis password (never the password)."""
 
     def __post_init__(self) -> None:
         s = self._section
+        store(self, "url", redis_url((s, "url"), self.url))
+        store(self, "password_env", env_var_name((s, "password_env"), self.password_env))
         store(self, "enabled", boolean((s, "enabled"), self.enabled))
         store(self, "ttl_s", number((s, "ttl_s"), self.ttl_s, lo=0, lo_open=True, optional=True))
         store(self, "size_limit_mb", integer((s, "size_limit_mb"), self.size_limit_mb, lo=1))

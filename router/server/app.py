@@ -55,6 +55,7 @@ class GatewayServer:
         self.policy = client.policy
         self.keys = keys
         self.metrics = ServerMetrics()
+        self.metrics.watch_cache(self.gateway.cache)
         self.tracing = tracing if tracing is not None else NoTracing()
         self.preload = preload and self.policy.mode != "cloud"
         self.load_error: str | None = None

@@ -19,6 +19,7 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -111,6 +112,11 @@ class ServerMetrics:
         self.queue_depth.set_function(lambda: batcher.queue_depth)
         self.batch_rows.set_function(lambda: batcher.running_rows)
 
+    def watch_cache(self, cache: Any) -> None:
+        """Export the cache store's failures (a Redis outage: requests served uncached)."""
+        if cache is not None and hasattr(cache, "store_errors"):
+            self.registry.register(_CacheStoreErrors(cache))
+
     def answered(self, info: Any, *, stream: bool, seconds: float) -> None:
         """Count one answered request from its ``RouteInfo``."""
         route = info.route
@@ -134,6 +140,20 @@ class ServerMetrics:
     def render(self, adapter_version: str | None) -> bytes:
         self.adapter.info({"version": adapter_version or "base"})
         return generate_latest(self.registry)
+
+
+class _CacheStoreErrors:
+    """A counter read from the cache at scrape time (the store counts, not the server)."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+
+    def collect(self) -> Any:
+        yield CounterMetricFamily(
+            "hybridgate_cache_store_errors",
+            "Cache store calls that failed (each served as a miss; Redis down or unreachable).",
+            value=self.cache.store_errors,
+        )
 
 
 __all__ = ["ServerMetrics", "reason_kind"]

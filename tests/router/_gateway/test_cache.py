@@ -230,7 +230,7 @@ def test_the_cache_takes_the_policy_section_itself() -> None:
     policy = load_policy("cost-saver")
     with ResponseCache(policy.cache) as c:
         assert c.config is policy.cache
-        assert c._settings()["size_limit"] == policy.cache.size_limit_mb * 2**20
+        assert c._store._settings()["size_limit"] == policy.cache.size_limit_mb * 2**20
 
 
 def test_default_directory_lives_under_hybridgate_home(

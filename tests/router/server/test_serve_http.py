@@ -108,6 +108,16 @@ def test_models_health_ready_and_metrics(start_server) -> None:
     assert "hybridgate_request_duration_seconds_bucket" in text
 
 
+def test_a_redis_outage_is_a_metric_not_a_failed_request(start_server) -> None:
+    from tests.services import free_port
+
+    srv = start_server({"cache": {"enabled": True, "url": f"redis://127.0.0.1:{free_port()}/0"}})
+    reply = _sdk(srv).chat.completions.create(model=MODEL, messages=Q, temperature=0)
+    assert reply.choices[0].message.content == "4"  # cacheable, so the cache was asked
+    text = httpx.get(srv.base_url.removesuffix("/v1") + "/metrics").text
+    assert "hybridgate_cache_store_errors_total 1.0" in text
+
+
 def _keys(tmp_path, text: str):
     from router.server.keys import KeyRing
 
