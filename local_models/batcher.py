@@ -8,7 +8,8 @@ soon as it ends, or when its caller cancels the future (a closed stream, a timed
 ``result``), freeing its slot. After an adapter swap the running rows finish on the adapter
 they started on and newcomers wait for them, so every answer comes from one adapter. torch
 releases the GIL, so sync and async callers stay responsive. A full queue fails fast with
-``Overloaded``.
+``Overloaded``: full by count (``max_queue``) or by expected wait (``max_queue_wait_s``: the
+requests ahead divided by the throughput measured while demand exceeded the batch).
 """
 
 from __future__ import annotations
@@ -32,6 +33,29 @@ from local_models.threads import release_thread_pool
 logger = logging.getLogger(__name__)
 
 _DONE = object()
+
+
+class _Throughput:
+    """Rows finished per second of model time while requests were waiting (so the rate is the
+    batch's capacity, not the offered load), decayed so it follows the adapter, lengths and
+    machine load of the last minute or so."""
+
+    DECAY = 0.98
+    MIN_SECONDS = 1.0
+
+    def __init__(self) -> None:
+        self.rows = 0.0
+        self.seconds = 0.0
+
+    def add(self, rows: int, seconds: float) -> None:
+        self.rows = self.rows * self.DECAY + rows
+        self.seconds = self.seconds * self.DECAY + seconds
+
+    def seconds_for(self, rows: int) -> float | None:
+        """Expected seconds for ``rows`` more rows to finish; None until measured."""
+        if self.seconds < self.MIN_SECONDS or self.rows <= 0:
+            return None
+        return rows * self.seconds / self.rows
 
 
 @dataclass
@@ -78,7 +102,13 @@ class DynamicBatcher:
     """
 
     def __init__(
-        self, engine: LocalEngine, *, max_batch_size: int, max_wait_ms: float, max_queue: int
+        self,
+        engine: LocalEngine,
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        max_queue: int,
+        max_queue_wait_s: float | None = None,
     ) -> None:
         """Start the model thread.
 
@@ -87,6 +117,8 @@ class DynamicBatcher:
             max_batch_size: Most requests per batch.
             max_wait_ms: How long the first request of a batch waits for company.
             max_queue: Pending requests beyond this are rejected with ``Overloaded``.
+            max_queue_wait_s: A request expected to wait longer than this for a slot is
+                rejected with ``Overloaded`` (None: no bound).
 
         Raises:
             ValueError: A limit is not positive.
@@ -100,6 +132,9 @@ class DynamicBatcher:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue = max_queue
+        self.max_queue_wait_s = max_queue_wait_s
+        self._saturated = _Throughput()
+        self._finished = 0  # rows delivered (model thread only)
         self._pending: collections.deque[_Item] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -119,6 +154,7 @@ class DynamicBatcher:
             max_batch_size=c.max_batch_size,
             max_wait_ms=c.max_wait_ms,
             max_queue=c.max_queue,
+            max_queue_wait_s=c.max_queue_wait_s,
         )
 
     # ------------------------------------------------------------------ public API
@@ -137,10 +173,21 @@ class DynamicBatcher:
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the local batcher is closed")
-            if len(self._pending) >= self.max_queue:
+            ahead = len(self._pending)
+            if ahead >= self.max_queue:
                 raise Overloaded(
                     f"local queue full ({self.max_queue} requests waiting); retry later or "
-                    "route to the cloud"
+                    "route to the cloud",
+                    retry_after_s=self._saturated.seconds_for(ahead - self.max_queue + 1),
+                )
+            bound = self.max_queue_wait_s
+            # ``ahead`` waiting means the batch is full: this one needs ahead + 1 slots to free
+            wait = self._saturated.seconds_for(ahead + 1) if ahead and bound is not None else None
+            if wait is not None and wait > bound:  # type: ignore[operator]
+                raise Overloaded(
+                    f"local queue would wait ~{wait:.1f} s for a slot ({ahead} requests "
+                    f"ahead; the bound is {bound:g} s); retry later or route to the cloud",
+                    retry_after_s=wait - bound,  # type: ignore[operator]
                 )
             self._pending.append(_Item(req, future, on_delta))
             self._cond.notify()
@@ -187,6 +234,12 @@ class DynamicBatcher:
             yield future.result()
         finally:
             future.cancel()
+
+    def expected_wait_s(self) -> float | None:
+        """Seconds a request queued now would wait for a slot (None: not measured yet)."""
+        with self._cond:
+            ahead = len(self._pending)
+        return self._saturated.seconds_for(ahead + 1) if ahead else 0.0
 
     @property
     def queue_depth(self) -> int:
@@ -252,6 +305,8 @@ class DynamicBatcher:
             items = self._take(idle=not running, room=room) if room else []
             if items is None:
                 return
+            saturated = bool(self._pending)  # demand exceeds the batch: time is capacity
+            t0, done0 = time.perf_counter(), self._finished
             if items:
                 if not running:
                     batch = self.engine.open_batch()
@@ -260,6 +315,8 @@ class DynamicBatcher:
                     continue
             if batch is not None and batch.rows and not self._step(batch):
                 batch = None
+            if saturated:
+                self._saturated.add(self._finished - done0, time.perf_counter() - t0)
             self.running_rows = len(batch.rows) if batch is not None else 0
 
     def _admit(self, batch: RunningBatch, items: list[_Item]) -> bool:
@@ -310,7 +367,7 @@ class DynamicBatcher:
         self._deliver(batch, done)
         return True
 
-    @staticmethod
-    def _deliver(batch: RunningBatch, rows: list[Row]) -> None:
+    def _deliver(self, batch: RunningBatch, rows: list[Row]) -> None:
+        self._finished += len(rows)
         for row in rows:
             _settle(row.tag.future, result=row.result(batch.adapter_version))

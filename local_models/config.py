@@ -36,6 +36,9 @@ class LocalModelConfig:
     burst); with rows running, newcomers join at the next step without waiting."""
     max_queue: int = 256
     """Queued requests beyond this are rejected at once with ``Overloaded``."""
+    max_queue_wait_s: float | None = 10.0
+    """A request whose expected wait for a batch slot (requests ahead / measured saturated
+    throughput) is longer than this is rejected at once with ``Overloaded``; None = no bound."""
     max_context_tokens: int = 2048
     """Prompt plus completion tokens allowed per request."""
     threads: int | None = None
@@ -51,6 +54,8 @@ class LocalModelConfig:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {self.max_queue}")
+        if self.max_queue_wait_s is not None and self.max_queue_wait_s <= 0:
+            raise ValueError(f"max_queue_wait_s must be > 0 or None, got {self.max_queue_wait_s}")
         if self.max_context_tokens < 2:
             raise ValueError(f"max_context_tokens must be >= 2, got {self.max_context_tokens}")
         if self.threads is not None and self.threads < 1:

@@ -40,6 +40,11 @@ class InvalidRequest(LocalModelError, ValueError):
 class Overloaded(LocalModelError):
     """The local request queue is full: back off or route elsewhere."""
 
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        """Seconds until the queue is expected to have room, when the batcher knows."""
+
 
 class BatcherClosed(LocalModelError):
     """The batcher was closed, before this request was queued or while it waited."""

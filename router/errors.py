@@ -100,6 +100,13 @@ class Overloaded(LocalModelError):
 
     status = 503
 
+    def __init__(
+        self, message: str = "the local queue is full", *, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        """Seconds until the local queue is expected to have room (a server's Retry-After)."""
+
 
 class BatcherTimeout(LocalModelError):
     """A queued local request waited longer than its timeout."""

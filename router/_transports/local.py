@@ -83,6 +83,8 @@ def translate(exc: BaseException) -> BaseException:
     err: BaseException
     if target is InvalidRequest:
         err = InvalidRequest(str(exc), param=getattr(exc, "param", None))
+    elif target is Overloaded:
+        err = Overloaded(str(exc), retry_after_s=getattr(exc, "retry_after_s", None))
     elif target is not None:
         err = target(str(exc))
     elif _is_oom(exc):

@@ -248,6 +248,9 @@ class LocalConfig:
     take newcomers at the next step without waiting."""
     max_queue: int = d.LOCAL_MAX_QUEUE
     """Queued local requests beyond this are refused (``Overloaded``); >= ``max_batch_size``."""
+    max_queue_wait_s: float | None = d.LOCAL_MAX_QUEUE_WAIT_S
+    """Refuse a local request at once when its expected wait for a batch slot is longer (a
+    cloud-eligible one then goes to the cloud); null -> only ``max_queue`` bounds the queue."""
     max_prompt_tokens: int = d.LOCAL_MAX_PROMPT_TOKENS
     """Longest prompt the local model accepts; longer prompts go to the cloud."""
     max_new_tokens: int = d.LOCAL_MAX_NEW_TOKENS
@@ -264,6 +267,13 @@ class LocalConfig:
         store(self, "max_batch_size", integer((s, "max_batch_size"), self.max_batch_size, lo=1))
         store(self, "max_wait_ms", number((s, "max_wait_ms"), self.max_wait_ms, lo=0))
         store(self, "max_queue", integer((s, "max_queue"), self.max_queue, lo=1))
+        store(
+            self,
+            "max_queue_wait_s",
+            number(
+                (s, "max_queue_wait_s"), self.max_queue_wait_s, lo=0, lo_open=True, optional=True
+            ),
+        )
         if self.max_queue < self.max_batch_size:
             raise FieldError(
                 (s, "max_queue"),
@@ -306,6 +316,7 @@ class LocalConfig:
             max_batch_size=self.max_batch_size,
             max_wait_ms=self.max_wait_ms,
             max_queue=self.max_queue,
+            max_queue_wait_s=self.max_queue_wait_s,
         )
 
 

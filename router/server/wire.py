@@ -10,6 +10,7 @@ is not the caller's 401: it is a 502, so no client thinks its own key was refuse
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,8 +56,13 @@ def from_exception(exc: BaseException, redact: Any = str) -> ApiError:
     if isinstance(exc, e.BudgetExceeded):
         return ApiError(429, message, "insufficient_quota", "insufficient_quota")
     if isinstance(exc, e.Overloaded):  # forced-local and the local queue is full
+        wait = exc.retry_after_s if exc.retry_after_s is not None else 1.0
         return ApiError(
-            429, message, "rate_limit_error", "local_queue_full", headers={"retry-after": "1"}
+            429,
+            message,
+            "rate_limit_error",
+            "local_queue_full",
+            headers={"retry-after": str(max(1, math.ceil(wait)))},
         )
     if isinstance(exc, e.RateLimited):
         return ApiError(

@@ -80,6 +80,45 @@ def test_full_queue_rejects_immediately_with_overloaded(make_engine):
         batcher.submit(_reqs(1)[0])
 
 
+def test_queue_bounded_by_expected_wait_refuses_at_once_with_a_retry_after(make_engine):
+    """With a measured capacity of 5 rows/s and a 0.5 s bound, two requests may wait (0.4 s),
+    a third would wait 0.6 s and is refused at once, saying when to retry."""
+    engine = make_engine()
+    batcher = DynamicBatcher(
+        engine, max_batch_size=1, max_wait_ms=0, max_queue=64, max_queue_wait_s=0.5
+    )
+    batcher._saturated.add(rows=10, seconds=2.0)  # what the model thread measures under load
+    engine.model_lock.acquire()  # hold the model: the first request blocks inside generate
+    try:
+        first = batcher.submit(_reqs(1)[0])
+        deadline = time.time() + 10
+        while batcher.queue_depth and time.time() < deadline:
+            time.sleep(0.01)
+        queued = [batcher.submit(r) for r in _reqs(2)]  # waits 0.2 s, then 0.4 s: admitted
+        assert batcher.expected_wait_s() == pytest.approx(0.6)
+        start = time.perf_counter()
+        with pytest.raises(Overloaded, match=r"wait ~0.6 s.*bound is 0.5 s") as refused:
+            batcher.submit(_reqs(1)[0])
+        assert time.perf_counter() - start < 1.0
+        assert refused.value.retry_after_s == pytest.approx(0.1)
+    finally:
+        engine.model_lock.release()
+    assert first.result(timeout=30).completion_tokens > 0
+    assert all(f.result(timeout=30).text for f in queued)
+    batcher.close()
+
+
+def test_capacity_is_measured_only_while_requests_wait(make_engine):
+    engine = make_engine()
+    with DynamicBatcher(engine, max_batch_size=2, max_wait_ms=0, max_queue=64) as batcher:
+        for r in _reqs(3):  # one at a time: nobody waits, so nothing is measured
+            batcher.submit(r).result(timeout=30)
+        assert batcher._saturated.rows == 0
+        futures = [batcher.submit(r) for r in _reqs(12)]  # 12 for 2 slots: most wait
+        assert all(f.result(timeout=60).text for f in futures)
+        assert batcher._saturated.rows > 0 and batcher._saturated.seconds > 0
+
+
 def test_one_bad_request_does_not_fail_its_batch_neighbours(make_engine):
     engine = make_engine(max_context_tokens=24)
     good = GenerationRequest(messages=user("hi"), max_tokens=4)

@@ -81,6 +81,28 @@ def test_bad_input_is_openai_400_with_param_and_a_row(start_server) -> None:
     assert len(rows) == 1 and rows[0].error_type == "InvalidRequest"
 
 
+def test_a_full_local_queue_is_429_with_its_wait_for_forced_local_and_cloud_otherwise(
+    start_server,
+) -> None:
+    from router.errors import Overloaded
+
+    def full(request):
+        raise Overloaded("local queue would wait ~13.2 s for a slot", retry_after_s=3.2)
+
+    srv = start_server({"mode": "cascade"}, local=MockTransport(full, name="local"))
+    with pytest.raises(openai.RateLimitError) as info:
+        _sdk(srv).chat.completions.create(model=MODEL, messages=Q, metadata={"route": "local"})
+    assert info.value.response.headers["retry-after"] == "4"  # ceil(3.2): when to come back
+    assert info.value.body["code"] == "local_queue_full"
+    reply = _sdk(srv).chat.completions.with_raw_response.create(model=MODEL, messages=Q)
+    assert reply.headers["x-hybridgate-route"] == "cloud"  # cloud-eligible: overflow upstream
+    assert reply.headers["x-hybridgate-reason"] == "fallback:Overloaded"
+    assert [(r.route, r.error_type) for r in _rows(srv)] == [
+        ("local", "Overloaded"),
+        ("cloud", None),
+    ]
+
+
 def test_upstream_429_and_500_reach_the_sdk_as_it_expects(start_server, replay) -> None:
     srv = start_server()
     replay.inject("429", retry_after=3)
