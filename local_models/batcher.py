@@ -317,7 +317,35 @@ class DynamicBatcher:
                 batch = None
             if saturated:
                 self._saturated.add(self._finished - done0, time.perf_counter() - t0)
+                self._shed()
             self.running_rows = len(batch.rows) if batch is not None else 0
+
+    def _shed(self) -> None:
+        """Refuse the newest waiting requests that can no longer start within the bound.
+
+        A burst arrives before the throughput is known, so ``submit`` lets it in up to
+        ``max_queue``; once measured, whoever would wait too long is told at once (and a
+        cloud-eligible request goes to the cloud now, not after the wait).
+        """
+        bound = self.max_queue_wait_s
+        per_row = self._saturated.seconds_for(1)
+        if bound is None or per_row is None:
+            return
+        keep = max(1, int(bound / per_row))  # the newcomer at position k waits (k + 1) rows
+        shed: list[_Item] = []
+        with self._cond:
+            while len(self._pending) > keep:
+                shed.append(self._pending.pop())
+        for position, item in enumerate(reversed(shed), start=keep):
+            wait = (position + 1) * per_row
+            _settle(
+                item.future,
+                error=Overloaded(
+                    f"local queue would wait ~{wait:.1f} s for a slot (the bound is {bound:g} "
+                    "s); retry later or route to the cloud",
+                    retry_after_s=wait - bound,
+                ),
+            )
 
     def _admit(self, batch: RunningBatch, items: list[_Item]) -> bool:
         """Prefill newcomers into ``batch``; False when the batch broke (all its rows failed)."""

@@ -53,6 +53,32 @@ FLIGHT_CLAIM_S = 120.0
 """How long a shared-cache flight claim lives when the call has no deadline (a crashed
 leader's claim expires; waiting gateways then answer on their own)."""
 FLIGHT_POLL_S = 0.01
+WARN_EVERY_S = 30.0
+"""A repeated warning (the local queue full under load) is logged once per this window."""
+
+
+class _ThrottledLog:
+    """One warning per kind per window, with how many were folded into it: at 500 clients a
+    full local queue would otherwise log a line per request."""
+
+    def __init__(self, every_s: float = WARN_EVERY_S) -> None:
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._folded: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def warn(self, kind: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < self.every_s:
+                self._folded[kind] = self._folded.get(kind, 0) + 1
+                return
+            self._last[kind] = now
+            folded = self._folded.pop(kind, 0)
+        if folded:
+            message += f" (and {folded} more in the last {self.every_s:.0f} s)"
+        log.warning(message, *args)
 
 
 @dataclass
@@ -150,6 +176,7 @@ class Gateway:
         self._secrets = tuple(s for s in secrets if s)
         self._flights: dict[str, Future[BackendResult]] = {}
         self._flights_lock = threading.Lock()
+        self._warnings = _ThrottledLog()
         self.decider = Decider(
             policy,
             classifier=classifier,
@@ -399,7 +426,11 @@ class Gateway:
         """Local failed: the cloud may answer only if the decision was free to choose it."""
         if not decision.cloud_allowed:
             raise exc
-        log.warning("local backend failed (%s); falling back to cloud", type(exc).__name__)
+        self._warnings.warn(
+            type(exc).__name__,
+            "local backend failed (%s); falling back to cloud",
+            type(exc).__name__,
+        )
         call.at("cloud", f"fallback:{type(exc).__name__}", escalated=True)
 
     def finish(self, call: _Call, outcome: _Outcome) -> RouteInfo:

@@ -57,15 +57,22 @@ def test_sync_stream_yields_deltas_then_result(make_engine):
     assert "".join(pieces[:-1]) == expected.text == pieces[-1].text
 
 
+def _blocked_first(batcher):
+    """Submit one request and wait until the model thread took it (and blocks on the held
+    model lock), so what is submitted next waits in the queue."""
+    first = batcher.submit(_reqs(1)[0])
+    deadline = time.time() + 10
+    while batcher.queue_depth and time.time() < deadline:
+        time.sleep(0.01)
+    return first
+
+
 def test_full_queue_rejects_immediately_with_overloaded(make_engine):
     engine = make_engine()
     batcher = DynamicBatcher(engine, max_batch_size=1, max_wait_ms=0, max_queue=2)
     engine.model_lock.acquire()  # hold the model: the first request blocks inside generate
     try:
-        first = batcher.submit(_reqs(1)[0])
-        deadline = time.time() + 10
-        while batcher.queue_depth and time.time() < deadline:
-            time.sleep(0.01)
+        first = _blocked_first(batcher)
         queued = [batcher.submit(r) for r in _reqs(2)]
         start = time.perf_counter()
         with pytest.raises(Overloaded, match="queue full"):
@@ -90,10 +97,7 @@ def test_queue_bounded_by_expected_wait_refuses_at_once_with_a_retry_after(make_
     batcher._saturated.add(rows=10, seconds=2.0)  # what the model thread measures under load
     engine.model_lock.acquire()  # hold the model: the first request blocks inside generate
     try:
-        first = batcher.submit(_reqs(1)[0])
-        deadline = time.time() + 10
-        while batcher.queue_depth and time.time() < deadline:
-            time.sleep(0.01)
+        first = _blocked_first(batcher)
         queued = [batcher.submit(r) for r in _reqs(2)]  # waits 0.2 s, then 0.4 s: admitted
         assert batcher.expected_wait_s() == pytest.approx(0.6)
         start = time.perf_counter()
@@ -105,6 +109,31 @@ def test_queue_bounded_by_expected_wait_refuses_at_once_with_a_retry_after(make_
         engine.model_lock.release()
     assert first.result(timeout=30).completion_tokens > 0
     assert all(f.result(timeout=30).text for f in queued)
+    batcher.close()
+
+
+def test_a_burst_admitted_before_capacity_was_known_is_shed_to_the_bound(make_engine):
+    """The first burst queues up to max_queue; once capacity is measured (5 rows/s, bound 0.5 s:
+    two may wait), the newest beyond that are refused at once, each with its own retry time."""
+    engine = make_engine()
+    batcher = DynamicBatcher(
+        engine, max_batch_size=1, max_wait_ms=0, max_queue=64, max_queue_wait_s=0.5
+    )
+    engine.model_lock.acquire()
+    try:
+        first = _blocked_first(batcher)
+        queued = [batcher.submit(r) for r in _reqs(6)]  # capacity unknown: all admitted
+        assert batcher.queue_depth == 6
+        batcher._saturated.add(rows=10, seconds=2.0)
+        batcher._shed()
+        assert batcher.queue_depth == 2
+        for position, future in enumerate(queued[2:], start=2):
+            with pytest.raises(Overloaded, match="bound is 0.5 s") as refused:
+                future.result(timeout=1)
+            assert refused.value.retry_after_s == pytest.approx((position + 1) * 0.2 - 0.5)
+    finally:
+        engine.model_lock.release()
+    assert first.result(timeout=30).text and all(f.result(timeout=30).text for f in queued[:2])
     batcher.close()
 
 

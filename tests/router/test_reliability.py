@@ -613,3 +613,22 @@ def test_registered_adapters_are_private(tmp_path):
     assert reg.root.stat().st_mode & 0o777 == 0o700
     for path in (reg.root / version).iterdir():
         assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+def test_a_repeated_fallback_warning_is_logged_once_per_window(caplog) -> None:
+    """A full local queue under load falls back per request; the log gets one line, not 500."""
+    import logging
+
+    from router._gateway.core import _ThrottledLog
+
+    throttled = _ThrottledLog(every_s=60)
+    with caplog.at_level(logging.WARNING, logger="hybridgate"):
+        for _ in range(500):
+            throttled.warn("Overloaded", "local backend failed (%s)", "Overloaded")
+        throttled.warn("ModelLoadError", "local backend failed (%s)", "ModelLoadError")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["local backend failed (Overloaded)", "local backend failed (ModelLoadError)"]
+    throttled.every_s = 0  # the window passed: the next line says how many it folded
+    with caplog.at_level(logging.WARNING, logger="hybridgate"):
+        throttled.warn("Overloaded", "local backend failed (%s)", "Overloaded")
+    assert caplog.records[-1].getMessage().endswith("(and 499 more in the last 0 s)")
