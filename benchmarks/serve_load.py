@@ -107,8 +107,15 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--mode", choices=("cloud", "local", "cascade"), default="cloud")
     ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument(
+        "--max-queue-wait",
+        type=float,
+        default=10.0,
+        help="local.max_queue_wait_s for the server (0: none, the count-only queue)",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    args.max_queue_wait = args.max_queue_wait or None
 
     work = Path(tempfile.mkdtemp(prefix="serve-load-"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the user's data home: its converted model
@@ -132,6 +139,7 @@ def main() -> None:
                     "cloud": {"model": MODEL, "api_base": upstream, "max_retries": 0},
                     "cache": {"enabled": False},
                     "shadow": {"rate": 0},
+                    "local": {"max_queue_wait_s": args.max_queue_wait},
                 }
             )
         )

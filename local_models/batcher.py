@@ -182,7 +182,8 @@ class DynamicBatcher:
                 )
             bound = self.max_queue_wait_s
             # ``ahead`` waiting means the batch is full: this one needs ahead + 1 slots to free
-            wait = self._saturated.seconds_for(ahead + 1) if ahead and bound is not None else None
+            bounded = ahead and bound is not None and not req.background
+            wait = self._saturated.seconds_for(ahead + 1) if bounded else None
             if wait is not None and wait > bound:  # type: ignore[operator]
                 raise Overloaded(
                     f"local queue would wait ~{wait:.1f} s for a slot ({ahead} requests "
@@ -331,12 +332,19 @@ class DynamicBatcher:
         per_row = self._saturated.seconds_for(1)
         if bound is None or per_row is None:
             return
-        keep = max(1, int(bound / per_row))  # the newcomer at position k waits (k + 1) rows
-        shed: list[_Item] = []
+        keep = max(1, int(bound / per_row))  # the request at position k waits (k + 1) rows
+        shed: list[tuple[int, _Item]] = []
         with self._cond:
-            while len(self._pending) > keep:
-                shed.append(self._pending.pop())
-        for position, item in enumerate(reversed(shed), start=keep):
+            if len(self._pending) <= keep:
+                return
+            kept: collections.deque[_Item] = collections.deque()
+            for position, item in enumerate(self._pending):
+                if position < keep or item.request.background:
+                    kept.append(item)
+                else:
+                    shed.append((position, item))
+            self._pending = kept
+        for position, item in shed:
             wait = (position + 1) * per_row
             _settle(
                 item.future,

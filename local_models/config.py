@@ -36,7 +36,7 @@ class LocalModelConfig:
     burst); with rows running, newcomers join at the next step without waiting."""
     max_queue: int = 256
     """Queued requests beyond this are rejected at once with ``Overloaded``."""
-    max_queue_wait_s: float | None = 10.0
+    max_queue_wait_s: float | None = None
     """A request whose expected wait for a batch slot (requests ahead / measured saturated
     throughput) is longer than this is rejected at once with ``Overloaded``; None = no bound."""
     max_context_tokens: int = 2048
@@ -86,6 +86,9 @@ class GenerationRequest:
     """Seed for sampling; same seed + same prompt = same answer."""
     allowed_answers: tuple[str, ...] | None = None
     """Constrain the output to exactly one of these strings (trie-constrained greedy)."""
+    background: bool = False
+    """Throughput work (shadow labels): it waits its turn; ``max_queue_wait_s`` never refuses
+    or sheds it (``max_queue`` still bounds the queue)."""
 
     def __post_init__(self) -> None:
         """Reject out-of-range parameters as ``InvalidRequest`` (a ValueError) before decoding."""

@@ -55,10 +55,12 @@ LOCAL_MAX_WAIT_MS: float = 5.0
 """How long the batcher waits to fill a batch (``local.max_wait_ms``)."""
 LOCAL_MAX_QUEUE: int = 256
 """Queued local requests beyond this are refused with ``Overloaded`` (``local.max_queue``)."""
-LOCAL_MAX_QUEUE_WAIT_S: float | None = 10.0
-"""A local request expected to wait longer than this for a batch slot is refused at once
-(``local.max_queue_wait_s``): a cloud-eligible one goes to the cloud instead of queueing. At
-500 clients a count-only queue of 256 made admitted requests wait ~50 s (README, #13 load)."""
+LOCAL_MAX_QUEUE_WAIT_S: float | None = None
+"""Off by default (``local.max_queue_wait_s``); a server under load should set it (e.g. 10):
+a local request expected to wait longer for a batch slot is then refused at once, and a
+cloud-eligible one goes to the cloud instead of queueing. At 500 clients a count-only queue of
+256 made admitted requests wait ~50 s (README, #13 load). Off by default because it changes
+where traffic goes whenever the local tier is busy (the demo's shadow work, say)."""
 LOCAL_MAX_PROMPT_TOKENS: int = 1536
 """Longest prompt routed to the local model (``local.max_prompt_tokens``); with
 ``LOCAL_MAX_NEW_TOKENS`` it fits the engine's 2048-token context."""

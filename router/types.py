@@ -48,6 +48,9 @@ class ChatRequest:
     request_id: str = ""
     tenant: Tenant | None = None
     """Set by the gateway from an authenticated caller, never from the request body."""
+    background: bool = False
+    """Throughput work nobody waits on (shadow labels): the local queue's wait bound never
+    refuses it. Set by the gateway, never from the request body."""
 
     @property
     def deterministic(self) -> bool:

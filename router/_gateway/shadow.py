@@ -9,6 +9,7 @@ full the sample is dropped. Each drop is counted in the ledger (event ``shadow_d
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -126,7 +127,8 @@ class ShadowLabeller:
         from router.scoring.judges import label_local_answer
 
         try:
-            local = self._local().complete(request)
+            # nobody waits on a label: it queues behind traffic instead of being refused
+            local = self._local().complete(dataclasses.replace(request, background=True))
             label_local_answer(
                 self.ledger,
                 request.request_id,

@@ -232,6 +232,7 @@ class LocalTransport:
                 top_p=1.0 if request.top_p is None else float(request.top_p),
                 stop=tuple(request.stop),
                 seed=request.seed,
+                background=request.background,
             )
         except ValueError as exc:  # local_models' InvalidRequest is a ValueError too
             raise InvalidRequest(str(exc), param=getattr(exc, "param", None)) from exc

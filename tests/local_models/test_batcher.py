@@ -137,6 +137,27 @@ def test_a_burst_admitted_before_capacity_was_known_is_shed_to_the_bound(make_en
     batcher.close()
 
 
+def test_background_work_waits_its_turn_instead_of_being_refused_or_shed(make_engine):
+    engine = make_engine()
+    batcher = DynamicBatcher(
+        engine, max_batch_size=1, max_wait_ms=0, max_queue=64, max_queue_wait_s=0.5
+    )
+    batcher._saturated.add(rows=10, seconds=2.0)  # 0.2 s a row: two may wait
+    label = GenerationRequest(messages=user(PROMPTS[0]), max_tokens=4, background=True)
+    engine.model_lock.acquire()
+    try:
+        first = _blocked_first(batcher)
+        labels = [batcher.submit(label) for _ in range(4)]  # 0.2 .. 0.8 s: all admitted
+        with pytest.raises(Overloaded):
+            batcher.submit(_reqs(1)[0])  # traffic behind them would wait 1.0 s
+        batcher._shed()
+        assert batcher.queue_depth == 4
+    finally:
+        engine.model_lock.release()
+    assert first.result(timeout=30).text and all(f.result(timeout=30).text for f in labels)
+    batcher.close()
+
+
 def test_capacity_is_measured_only_while_requests_wait(make_engine):
     engine = make_engine()
     with DynamicBatcher(engine, max_batch_size=2, max_wait_ms=0, max_queue=64) as batcher:

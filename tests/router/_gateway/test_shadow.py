@@ -119,8 +119,11 @@ def test_shadow_labels_are_made_by_the_shared_labelling_step(ledger: Ledger) -> 
     from router.ledger import LedgerEntry
     from router.scoring.judges import label_local_answer
 
+    asked: list = []
+
     class _Local:
         def complete(self, request):
+            asked.append(request)
             return BackendResult(text="card_arrival", token_logprobs=[-0.2], compute_seconds=2.0)
 
     request = _request(0)
@@ -131,6 +134,8 @@ def test_shadow_labels_are_made_by_the_shared_labelling_step(ledger: Ledger) -> 
         labeller.drain(timeout=10)
     finally:
         labeller.close()
+    # a label is background work: the local queue's wait bound never refuses it
+    assert [r.background for r in asked] == [True] and not request.background
     ((_, stored),) = ledger.labelled()
     assert (stored.judge, stored.label, stored.local_answer) == ("label_match", 1.0, "card_arrival")
     assert stored.local_confidence == pytest.approx(math.exp(-0.2))
