@@ -133,3 +133,18 @@ def test_python_dash_m_router_cli_is_the_hybridgate_command():
     assert run.returncode == 0, run.stderr
     for command in ("ask", "report", "doctor", "tune", "bench", "distill", "adapters", "demo"):
         assert command in run.stdout
+
+
+def test_doctor_says_whether_the_redis_cache_answers(tmp_path, redis_url) -> None:
+    from router.devtools.services import free_port
+
+    for url, expected in (
+        (redis_url, "(reachable)"),
+        (f"redis://127.0.0.1:{free_port()}/0", "NOT reachable"),
+    ):
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(json.dumps({"mode": "cloud", "cache": {"url": url}}))
+        result = runner.invoke(app, ["doctor", "--policy", str(policy)])
+        assert result.exit_code == 0, result.output
+        (line,) = [x for x in result.output.splitlines() if x.startswith("cache")]
+        assert f"redis at {url}" in line and expected in line
