@@ -58,6 +58,15 @@ class _Throughput:
         return rows * self.seconds / self.rows
 
 
+def _too_long(wait: float, bound: float) -> Overloaded:
+    """The refusal of a request that would wait ``wait`` s for a slot, over ``bound``."""
+    return Overloaded(
+        f"local queue would wait ~{wait:.1f} s for a slot (the bound is {bound:g} s); "
+        "retry later or route to the cloud",
+        retry_after_s=wait - bound,
+    )
+
+
 @dataclass
 class _Item:
     request: GenerationRequest
@@ -182,14 +191,10 @@ class DynamicBatcher:
                 )
             bound = self.max_queue_wait_s
             # ``ahead`` waiting means the batch is full: this one needs ahead + 1 slots to free
-            bounded = ahead and bound is not None and not req.background
-            wait = self._saturated.seconds_for(ahead + 1) if bounded else None
-            if wait is not None and wait > bound:  # type: ignore[operator]
-                raise Overloaded(
-                    f"local queue would wait ~{wait:.1f} s for a slot ({ahead} requests "
-                    f"ahead; the bound is {bound:g} s); retry later or route to the cloud",
-                    retry_after_s=wait - bound,  # type: ignore[operator]
-                )
+            if ahead > 0 and bound is not None and not req.background:
+                wait = self._saturated.seconds_for(ahead + 1)
+                if wait is not None and wait > bound:
+                    raise _too_long(wait, bound)
             self._pending.append(_Item(req, future, on_delta))
             self._cond.notify()
         return future
@@ -345,15 +350,7 @@ class DynamicBatcher:
                     shed.append((position, item))
             self._pending = kept
         for position, item in shed:
-            wait = (position + 1) * per_row
-            _settle(
-                item.future,
-                error=Overloaded(
-                    f"local queue would wait ~{wait:.1f} s for a slot (the bound is {bound:g} "
-                    "s); retry later or route to the cloud",
-                    retry_after_s=wait - bound,
-                ),
-            )
+            _settle(item.future, error=_too_long((position + 1) * per_row, bound))
 
     def _admit(self, batch: RunningBatch, items: list[_Item]) -> bool:
         """Prefill newcomers into ``batch``; False when the batch broke (all its rows failed)."""

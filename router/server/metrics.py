@@ -96,6 +96,12 @@ class ServerMetrics:
         self.queue_depth = Gauge(
             "hybridgate_local_queue_depth", "Local requests waiting to join the batch.", registry=r
         )
+        self.expected_wait = Gauge(
+            "hybridgate_local_expected_wait_seconds",
+            "Seconds a local request queued now would wait for a batch slot (at the throughput "
+            "measured while requests wait; what local.max_queue_wait_s compares).",
+            registry=r,
+        )
         self.batch_rows = Gauge(
             "hybridgate_local_batch_size", "Rows in the running local batch.", registry=r
         )
@@ -110,6 +116,10 @@ class ServerMetrics:
         self._local = local
         batcher.observe_wait = self.queue_wait.observe
         self.queue_depth.set_function(lambda: batcher.queue_depth)
+        if hasattr(batcher, "expected_wait_s"):  # NaN until measured under load
+            self.expected_wait.set_function(
+                lambda: float("nan") if (w := batcher.expected_wait_s()) is None else w
+            )
         self.batch_rows.set_function(lambda: batcher.running_rows)
 
     def watch_cache(self, cache: Any) -> None:
