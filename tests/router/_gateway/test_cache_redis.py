@@ -100,10 +100,11 @@ def test_an_unreachable_redis_is_a_miss_with_one_warning_then_a_backoff(caplog) 
     assert len(warnings) == 1 and "127.0.0.1" in warnings[0].getMessage()
 
 
-def _client(url: str, replay, tmp_path, name: str):
+def _client(url: str, replay, tmp_path, name: str, *, cls=None):
     from router.client import HybridClient
     from router.policy.io import policy_from_dict
 
+    cls = cls or HybridClient
     policy = policy_from_dict(
         {
             "mode": "cloud",
@@ -111,7 +112,7 @@ def _client(url: str, replay, tmp_path, name: str):
             "cache": {"url": url},
         }
     )
-    return HybridClient(policy=policy, ledger=tmp_path / f"{name}.sqlite")
+    return cls(policy=policy, ledger=tmp_path / f"{name}.sqlite")
 
 
 @pytest.fixture
@@ -149,6 +150,28 @@ def test_identical_misses_on_two_gateways_make_one_upstream_call(redis_url, repl
         rows += c.gateway.ledger.rows()
     assert len(rows) == 6 and sum(r.cost_usd > 0 for r in rows) == 1
     assert not _redis(redis_url).keys(cache_redis.FLIGHT_PREFIX + "*")  # the claim is released
+    for c in clients:
+        c.close()
+
+
+async def test_async_gateways_share_one_flight_too(redis_url, replay, tmp_path) -> None:
+    import asyncio
+
+    from router.client import AsyncHybridClient
+
+    clients = [
+        _client(redis_url, replay, tmp_path, f"a{i}", cls=AsyncHybridClient) for i in range(2)
+    ]
+    replies = await asyncio.gather(
+        *(
+            c.chat.completions.create(
+                messages=[{"role": "user", "content": "What is 2+2?"}], temperature=0
+            )
+            for c in clients * 2
+        )
+    )
+    assert replay.requests_seen == 1
+    assert sorted(r.route.reason for r in replies).count("cache_hit:coalesced") == 3
     for c in clients:
         c.close()
 
