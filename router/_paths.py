@@ -54,13 +54,20 @@ def default_ledger_path() -> Path:
     return data_home() / LEDGER_FILENAME
 
 
-def ledger_path(explicit: str | Path | None = None) -> Path:
+def ledger_path(explicit: str | Path | None = None) -> Path | str:
     """The CLI's ledger: ``explicit`` (``--ledger``), else ``$HYBRIDGATE_LEDGER``, else
-    :func:`default_ledger_path`."""
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get(ENV_LEDGER)
-    return Path(env).expanduser() if env else default_ledger_path()
+    :func:`default_ledger_path`. A ``postgresql://`` URL is returned as it is (a database)."""
+    from router.ledger.postgres import is_url
+
+    chosen = str(explicit) if explicit else os.environ.get(ENV_LEDGER)
+    if not chosen:
+        return default_ledger_path()
+    return chosen if is_url(chosen) else Path(chosen).expanduser()
+
+
+def ledger_exists(location: Path | str) -> bool:
+    """Whether there is a ledger to read: a file, or a database URL (checked when opened)."""
+    return isinstance(location, str) or location.exists()
 
 
 def policy_source(explicit: str | None = None) -> str:

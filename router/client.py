@@ -55,7 +55,8 @@ class HybridClient:
     Args:
         policy: a ``RoutingPolicy``, a bundled name (``default``, ``cost-saver``,
             ``quality-first``) or a path to a YAML file.
-        ledger: a ``Ledger`` or the path of its SQLite file (default: the user data dir).
+        ledger: a ``Ledger``, the path of its SQLite file (default: the user data dir), or a
+            ``postgresql://`` URL (a ledger shared by several gateways).
         api_key: cloud API key; default: the variable named by ``cloud.api_key_env``.
         api_base: override the cloud endpoint (e.g. the replay cloud, a proxy, vLLM).
         cloud / local: transports to use instead of the ones built from the policy (tests,

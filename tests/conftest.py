@@ -134,3 +134,18 @@ def redis_url(redis_session) -> str:
     """A real Redis on loopback, emptied for each test."""
     redis_session.flush()
     return redis_session.url
+
+
+@pytest.fixture(scope="session")
+def postgres_session():
+    from tests.services import postgres_server
+
+    server = postgres_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_session) -> str:
+    """A fresh, empty database on a real PostgreSQL on loopback."""
+    return postgres_session.database()

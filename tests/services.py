@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from router.devtools.services import RedisServer, free_port
+from router.devtools.services import PostgresServer, RedisServer, free_port, postgres_bin
 
 
 def redis_server(workdir: Path) -> RedisServer:
@@ -23,4 +23,12 @@ def redis_server(workdir: Path) -> RedisServer:
     return RedisServer(workdir)
 
 
-__all__ = ["free_port", "redis_server"]
+def postgres_server() -> PostgresServer:
+    if postgres_bin() is None:
+        if os.environ.get("CI_REQUIRE_SERVICES") == "1":
+            pytest.fail("PostgreSQL is not installed, and CI_REQUIRE_SERVICES=1 requires it")
+        pytest.skip("needs PostgreSQL (initdb, pg_ctl)")
+    return PostgresServer()
+
+
+__all__ = ["free_port", "postgres_server", "redis_server"]

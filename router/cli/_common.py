@@ -21,7 +21,11 @@ PolicyOpt = typer.Option(
     "-p",
     help="Policy name or YAML path [env HYBRIDGATE_POLICY; default: default].",
 )
-LedgerOpt = typer.Option(None, "--ledger", help="Ledger SQLite path [env HYBRIDGATE_LEDGER].")
+LedgerOpt = typer.Option(
+    None,
+    "--ledger",
+    help="Ledger SQLite path or postgresql:// URL [env HYBRIDGATE_LEDGER].",
+)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -43,7 +47,7 @@ def load_policy(policy: str | None) -> RoutingPolicy:
         fail(str(exc))
 
 
-def ledger_path(ledger: Path | None) -> Path:
+def ledger_path(ledger: str | None) -> Path | str:
     """``--ledger``, else ``$HYBRIDGATE_LEDGER``, else the data home's ledger."""
     from router._paths import ledger_path as resolve
 

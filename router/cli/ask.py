@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -28,7 +27,7 @@ def ask(
         "the key is read from HYBRIDGATE_API_KEY.",
     ),
     policy: str | None = PolicyOpt,
-    ledger: Path | None = LedgerOpt,
+    ledger: str | None = LedgerOpt,
 ) -> None:
     """Send one request through the gateway and show where it went and what it cost."""
     if local and cloud:

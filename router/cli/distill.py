@@ -4,7 +4,6 @@ retune), or with ``--dry-run`` the picked hyper-parameters and a measured time/c
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 
@@ -33,11 +32,11 @@ def distill(
     dry_run: bool = typer.Option(False, "--dry-run", help="Estimate time and cost, train nothing."),
     as_json: bool = typer.Option(False, "--json"),
     policy: str | None = PolicyOpt,
-    ledger: Path | None = LedgerOpt,
+    ledger: str | None = LedgerOpt,
 ) -> None:
     """Distil cloud answers into a new LoRA adapter; promote it only if it beats the current one."""
     from router._errors import LedgerError
-    from router._paths import policy_path
+    from router._paths import ledger_exists, policy_path
     from router.ledger import Ledger
     from router.ledger.reports import parse_since
     from training.nightly import estimate_distill, run_distill
@@ -48,7 +47,7 @@ def distill(
     except ValueError as exc:
         fail(str(exc))
     path = ledger_path(ledger)
-    if not path.exists():
+    if not ledger_exists(path):
         if nightly:
             typer.echo("no ledger yet; nothing to distil")
             return

@@ -66,11 +66,12 @@ def _cache_line(cache: object) -> str:
     return f"redis at {url} (reachable)"
 
 
-def doctor(policy: str | None = PolicyOpt, ledger: Path | None = LedgerOpt) -> None:
+def doctor(policy: str | None = PolicyOpt, ledger: str | None = LedgerOpt) -> None:
     """What is installed, where data lives, which model and keys are configured."""
     import importlib.util
 
     from router._paths import data_home, policy_source
+    from router.ledger.postgres import display
     from router.policy import load_policy
 
     typer.echo(f"python        {sys.version.split()[0]}")
@@ -81,7 +82,7 @@ def doctor(policy: str | None = PolicyOpt, ledger: Path | None = LedgerOpt) -> N
     typer.echo(f"smollm2 gguf  {gguf or 'missing: run hybridgate models pull'}")
     typer.echo(f"cuda          {'available' if _cuda() else 'not available (CPU inference)'}")
     typer.echo(f"data home     {data_home()}")
-    typer.echo(f"ledger        {ledger_path(ledger)}")
+    typer.echo(f"ledger        {display(str(ledger_path(ledger)))}")
     try:
         pol = load_policy(policy_source(policy))
     except ValueError as exc:

@@ -29,10 +29,10 @@ def report(
     ),
     fmt: str = typer.Option("table", "--format", "-f", help="table, json or csv."),
     plot: Path | None = typer.Option(None, "--plot", help="Also write a PNG chart here."),
-    ledger: Path | None = LedgerOpt,
+    ledger: str | None = LedgerOpt,
 ) -> None:
     """Savings versus sending everything to the cloud, from the ledger."""
-    from router._paths import policy_path
+    from router._paths import ledger_exists, policy_path
     from router.ledger.reports import (
         parse_since,
         render_table,
@@ -48,7 +48,7 @@ def report(
     if fmt not in ("table", "json", "csv"):
         fail(f"--format must be table, json or csv, got {fmt!r}")
     path = ledger_path(ledger)
-    if not path.exists():
+    if not ledger_exists(path):
         fail(f"no ledger at {path}: send some requests first (hybridgate ask / hybridgate demo)")
     try:
         start = parse_since(since) if since else None

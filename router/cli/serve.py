@@ -16,7 +16,7 @@ def serve(
     ),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     policy: str | None = PolicyOpt,
-    ledger: Path | None = LedgerOpt,
+    ledger: str | None = LedgerOpt,
     keys: Path | None = typer.Option(
         None, "--keys", help="YAML file of API keys -> tenant, budget, allowed models/routes."
     ),
@@ -45,6 +45,7 @@ def serve(
     from router._errors import PolicyError
     from router._paths import policy_source
     from router.errors import HybridGateError
+    from router.ledger.postgres import display
     from router.server.run import ServeConfig, check_bind
     from router.server.run import serve as run
     from router.server.tracing import configured_endpoint
@@ -81,7 +82,7 @@ def serve(
         traces = configured_endpoint(otlp_endpoint)
         typer.secho(
             f"hybridgate serving on http://{host}:{port}/v1 (policy {config.policy}, "
-            f"ledger {config.ledger}{', keys ' + config.keys if keys else ''}"
+            f"ledger {display(config.ledger)}{', keys ' + config.keys if keys else ''}"
             f"{', spans to ' + traces if traces else ''})",
             fg="cyan",
             err=True,

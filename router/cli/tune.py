@@ -48,7 +48,7 @@ def tune(
         "0 promises the expected quality only.",
     ),
     policy: str | None = PolicyOpt,
-    ledger: Path | None = LedgerOpt,
+    ledger: str | None = LedgerOpt,
 ) -> None:
     """Fit the router on labelled traffic and pick the cheapest threshold that keeps quality.
 

@@ -1,4 +1,5 @@
-"""Real stores started for tests and benchmarks: ``redis-server`` on a free loopback port.
+"""Real stores started for tests and benchmarks: ``redis-server`` and PostgreSQL on free
+loopback ports.
 
 Not for production (run Redis the way your team runs it); this only gives the test suite and
 ``benchmarks/cache_stores.py`` a real server without mocks.
@@ -80,4 +81,99 @@ class RedisServer:
                 self.proc.kill()
 
 
-__all__ = ["RedisServer", "free_port"]
+def postgres_bin() -> Path | None:
+    """The directory of PostgreSQL's server programs (Debian keeps them off the PATH)."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return versions[-1].parent if versions else None
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster (``initdb`` + ``pg_ctl``) in its own temp dir, loopback
+    only, trust auth; run as the ``postgres`` user when started by root (``initdb`` refuses
+    root, and that user cannot enter root's private temp dirs, so the cluster lives in a fresh
+    ``/tmp`` dir of its own, removed by ``stop()``)."""
+
+    def __init__(self) -> None:
+        import os
+        import tempfile
+
+        bindir = postgres_bin()
+        if bindir is None:
+            raise FileNotFoundError(
+                "PostgreSQL is not installed (Debian: apt-get install postgresql)"
+            )
+        self.workdir = Path(tempfile.mkdtemp(prefix="hybridgate-pg-"))
+        self.data = self.workdir / "data"
+        self.port = free_port()
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres")
+            self._as = ["runuser", "-u", "postgres", "--"]
+        self._pg_ctl = str(bindir / "pg_ctl")
+        self._run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]
+        )
+        self._run(
+            [
+                self._pg_ctl,
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.workdir / "log"),
+                "-w",
+                "-o",
+                f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "start",
+            ]
+        )
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._databases = 0
+
+    def _run(self, cmd: list[str]) -> None:
+        subprocess.run(
+            [*self._as, *cmd],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+
+    def database(self) -> str:
+        """A new empty database; its URL."""
+        import psycopg
+
+        self._databases += 1
+        name = f"hg{self._databases}_{time.time_ns() % 10**9}"
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def restart(self) -> None:
+        """Stop and start the server (every client connection is dropped)."""
+        self._run([self._pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "restart"])
+
+    def stop(self) -> None:
+        subprocess.run(
+            [*self._as, self._pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
+
+
+__all__ = ["PostgresServer", "RedisServer", "free_port", "postgres_bin"]

@@ -1,4 +1,5 @@
-"""The ``Ledger``: an append-only SQLite file, safe across threads and processes.
+"""The ``Ledger``: an append-only SQLite file (or PostgreSQL database), safe across threads and
+processes.
 
 Why SQLite in WAL mode: the gateway writes from many threads and processes while
 ``hybridgate report`` reads; WAL lets readers run beside the writer, and
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from router._paths import default_ledger_path
+from router.ledger.postgres import display, is_url
 from router.ledger.redact import _safe_text, _to_json, redact_values
 from router.ledger.schema import (
     _ENTRY_COLUMNS,
@@ -74,7 +76,9 @@ def _describe(exc: sqlite3.Error) -> str:
     return text
 
 
-def _tables(conn: sqlite3.Connection) -> set[str]:
+def _tables(conn: Any) -> set[str]:
+    if hasattr(conn, "tables"):  # PostgreSQL (postgres.PgConnection)
+        return conn.tables()
     rows = conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
     ).fetchall()
@@ -92,7 +96,10 @@ def _read_version(conn: sqlite3.Connection) -> int:
 def _check_columns(conn: sqlite3.Connection, version: int) -> frozenset[str]:
     """Refuse a table that is not a hybridgate ledger at ``version``; return the columns it
     lacks only because a later migration adds them (read as NULL from a read-only file)."""
-    have = {r[1] for r in conn.execute('PRAGMA table_info("requests")').fetchall()}
+    if hasattr(conn, "columns"):  # PostgreSQL (postgres.PgConnection)
+        have = conn.columns("requests")
+    else:
+        have = {r[1] for r in conn.execute('PRAGMA table_info("requests")').fetchall()}
     later = {c for c, v in ADDED_COLUMNS.items() if v > version}
     missing = [c for c in _ENTRY_COLUMNS if c not in have and c not in later]
     if missing:
@@ -166,9 +173,22 @@ class Ledger:
             LedgerError: The file cannot be opened or written, is not a hybridgate ledger, or
                 was written by a newer hybridgate; the message names the path.
         """
-        self.path = Path(path) if path is not None and str(path) != ":memory:" else path
-        if self.path is None:
-            self.path = default_ledger_path()
+        self.url = str(path) if is_url(str(path)) else None
+        """The PostgreSQL URL when the ledger is a database (``postgres.py``), else None."""
+        if self.url is not None:
+            self.path: Any = self.url
+            self.where = display(self.url)
+        else:
+            self.path = Path(path) if path is not None and str(path) != ":memory:" else path
+            if self.path is None:
+                self.path = default_ledger_path()
+            self.where = str(self.path)
+        """Where, for messages and logs (a URL without its password)."""
+        self._errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+        if self.url is not None:
+            from router.ledger import postgres
+
+            self._errors = (sqlite3.Error, *postgres.errors())
         self.store_content = store_content
         self.read_only = read_only
         self._columns = _SELECT_COLUMNS
@@ -186,14 +206,43 @@ class Ledger:
         self._flusher: threading.Thread | None = None
         self._closed = False
         try:
-            self._conn = self._connect()
-        except sqlite3.Error as exc:
-            raise _ledger_error(self.path, _describe(exc)) from None
+            self._conn = self._connect_postgres() if self.url else self._connect()
+        except self._errors as exc:
+            raise _ledger_error(self.where, _describe(exc)) from None
         except OSError as exc:
-            raise _ledger_error(self.path, exc.strerror or str(exc)) from None
-        if not read_only and isinstance(self.path, Path):
+            raise _ledger_error(self.where, exc.strerror or str(exc)) from None
+        if not read_only and (self.url or isinstance(self.path, Path)):
             self._ingest_spill()
             atexit.register(_flush_at_exit, weakref.ref(self))
+
+    def _connect_postgres(self) -> Any:
+        """The same checks and migrations as a SQLite file, on a PostgreSQL database."""
+        from router.ledger.postgres import PgConnection
+
+        conn = PgConnection(self.url, read_only=self.read_only)  # type: ignore[arg-type]
+        tables = conn.tables()
+        if self.read_only and "requests" not in tables:
+            conn.close()
+            raise _ledger_error(self.where, "is not a hybridgate ledger (no requests table)")
+        if not self.read_only:
+            foreign = tables - {"requests", "labels", "events", "schema_version"}
+            if tables and "schema_version" not in tables:
+                conn.close()
+                raise _ledger_error(
+                    self.where,
+                    f"is not a hybridgate ledger (it holds tables {', '.join(sorted(foreign))})",
+                )
+            with self._lock:
+                try:
+                    migrate(conn)  # under an advisory lock: gateways may start together
+                except Exception as exc:
+                    if type(exc).__name__ != "LedgerError":
+                        raise
+                    conn.close()
+                    raise _ledger_error(self.where, str(exc)) from None
+        self.version = _read_version(conn)
+        self._columns = select_columns(_check_columns(conn, self.version))
+        return conn
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
@@ -203,7 +252,7 @@ class Ledger:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if "requests" not in _tables(conn):
                 conn.close()
-                raise _ledger_error(self.path, "is not a hybridgate ledger (no requests table)")
+                raise _ledger_error(self.where, "is not a hybridgate ledger (no requests table)")
             self.version = _read_version(conn)
             self._columns = select_columns(_check_columns(conn, self.version))
             return conn
@@ -241,7 +290,7 @@ class Ledger:
                 if type(exc).__name__ != "LedgerError":
                     raise
                 conn.close()
-                raise _ledger_error(self.path, str(exc)) from None
+                raise _ledger_error(self.where, str(exc)) from None
             # A write that changes nothing: a read-only file fails here, at construction,
             # rather than on the first paid request.
             conn.execute("UPDATE schema_version SET version = version")
@@ -308,7 +357,7 @@ class Ledger:
         """
         if self.read_only or self._closed:
             why = "is closed" if self._closed else "was opened read-only"
-            raise _ledger_error(self.path, f"{why}; cannot record")
+            raise _ledger_error(self.where, f"{why}; cannot record")
         params = self._entry_params(entry)
         with self._pending_lock:
             behind = bool(self._pending)
@@ -318,9 +367,9 @@ class Ledger:
         try:
             with self._lock:
                 self._conn.execute(_INSERT_SQL, params)
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             log.warning(
-                "ledger %s: write failed (%s); the row is queued and retried", self.path, exc
+                "ledger %s: write failed (%s); the row is queued and retried", self.where, exc
             )
             with self._pending_lock:
                 self._defer(params)
@@ -362,7 +411,7 @@ class Ledger:
                 except BaseException:
                     self._conn.execute("ROLLBACK")
                     raise
-            except sqlite3.Error:
+            except self._errors:
                 return False
             with self._pending_lock:
                 for _ in batch:
@@ -385,6 +434,13 @@ class Ledger:
         return True
 
     def _spill_path(self) -> Path:
+        if self.url is not None:  # a database has no folder: keep its spill in the data home
+            import hashlib
+
+            from router._paths import data_home
+
+            digest = hashlib.sha256(self.where.encode()).hexdigest()[:16]
+            return data_home() / f"ledger-{digest}.pending.jsonl"
         return Path(f"{self.path}.pending.jsonl")
 
     def _spill(self, rows: list[tuple[Any, ...]]) -> None:
@@ -397,9 +453,9 @@ class Ledger:
                 for row in rows:
                     f.write(json.dumps(list(row), ensure_ascii=True) + "\n")
         except OSError as exc:
-            log.error("ledger %s: %d row(s) could not be saved: %s", self.path, len(rows), exc)
+            log.error("ledger %s: %d row(s) could not be saved: %s", self.where, len(rows), exc)
             return
-        log.warning("ledger %s: %d row(s) saved to %s", self.path, len(rows), target)
+        log.warning("ledger %s: %d row(s) saved to %s", self.where, len(rows), target)
 
     def _ingest_spill(self) -> None:
         """Write rows an earlier process spilled; claim the file by renaming it first."""
@@ -488,15 +544,15 @@ class Ledger:
             LedgerError: The ledger was opened ``read_only``.
         """
         if self.read_only:
-            raise _ledger_error(self.path, "opened read-only; cannot record")
+            raise _ledger_error(self.where, "opened read-only; cannot record")
         params = (time.time() if ts is None else float(ts), str(kind), request_id)
         try:
             with self._lock:
                 self._conn.execute(
                     "INSERT INTO events (ts, kind, request_id) VALUES (?, ?, ?)", params
                 )
-        except sqlite3.Error as exc:
-            log.warning("ledger %s: could not record event %s (%s)", self.path, kind, exc)
+        except self._errors as exc:
+            log.warning("ledger %s: could not record event %s (%s)", self.where, kind, exc)
 
     # -- reading -------------------------------------------------------------------
 
@@ -643,7 +699,7 @@ class Ledger:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Ledger(path={str(self.path)!r}, store_content={self.store_content})"
+        return f"Ledger(path={self.where!r}, store_content={self.store_content})"
 
 
 __all__ = ["BUSY_TIMEOUT_MS", "MAX_PENDING_ROWS", "Ledger"]

@@ -22,9 +22,13 @@ from router.ledger import schema as ledger_schema
 from router.ledger import store as ledger_store
 
 
-@pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    with Ledger(tmp_path / "ledger.sqlite") as led:
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Ledger:
+    """The same behaviour on both stores: a SQLite file, and a real PostgreSQL database."""
+    where = tmp_path / "ledger.sqlite"
+    if request.param == "postgres":
+        where = request.getfixturevalue("pg_url")
+    with Ledger(where) as led:
         yield led
 
 
@@ -241,11 +245,10 @@ def test_labels_join_their_requests_and_can_be_replaced(ledger: Ledger) -> None:
     assert (label.label, label.local_answer, label.local_cost_usd) == (1.0, "42", 1e-5)
 
 
-def test_fresh_file_is_at_newest_schema(ledger: Ledger, tmp_path: Path) -> None:
+def test_fresh_file_is_at_newest_schema(ledger: Ledger) -> None:
     assert ledger.version == MIGRATIONS[-1].version
-    assert _raw(tmp_path / "ledger.sqlite", "SELECT version FROM schema_version") == [
-        (MIGRATIONS[-1].version,)
-    ]
+    rows = ledger._query("SELECT version FROM schema_version")
+    assert [tuple(r) for r in rows] == [(MIGRATIONS[-1].version,)]
 
 
 def test_opening_an_older_file_applies_new_migrations(
