@@ -57,20 +57,34 @@ def demo(
 
     if intents not in ("demo", "all"):
         fail(f"--intents must be demo or all, got {intents!r}")
-    result = run_demo(
-        home=home or demo_home(),
-        requests=requests,
-        train_examples=train_examples,
-        epochs=epochs,
-        gsm_share=gsm_share,
-        rounds=rounds,
-        concurrency=concurrency,
-        cloud_model=cloud_model,
-        intents=intents,
-        seed=seed,
-        say=typer.echo,
-    )
+    try:
+        result = run_demo(
+            home=home or _fresh(demo_home()),
+            requests=requests,
+            train_examples=train_examples,
+            epochs=epochs,
+            gsm_share=gsm_share,
+            rounds=rounds,
+            concurrency=concurrency,
+            cloud_model=cloud_model,
+            intents=intents,
+            seed=seed,
+            say=typer.echo,
+        )
+    except ValueError as exc:  # --home holds an earlier run
+        fail(str(exc))
     _print_result(result, as_json)
+
+
+def _fresh(home: Path) -> Path:
+    """hybridgate's own scratch home for the demo / simulate, emptied so each run starts clean
+    (an earlier run's ledger and adapters would otherwise mix into its figures)."""
+    import shutil
+
+    if home.exists():
+        typer.echo(f"starting fresh: removing the previous run in {home}", err=True)
+        shutil.rmtree(home)
+    return home
 
 
 def simulate(
@@ -113,7 +127,7 @@ def simulate(
         result = simulate_file(
             traffic,
             eval_path=eval_path,
-            home=home or simulate_home(),
+            home=home or _fresh(simulate_home()),
             nights=nights,
             cloud_model=cloud_model,
             train_examples=train_examples,

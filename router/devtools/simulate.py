@@ -284,6 +284,12 @@ def run_simulation(
     if len(phases) < 2:
         raise ValueError("need phase 1 and at least one phase after a night")
     t0 = time.perf_counter()
+    earlier = [name for name in (LEDGER_FILENAME, "adapters") if (home / name).exists()]
+    if earlier:  # its rows would be trained on and its adapters served: not this run's figures
+        raise ValueError(
+            f"{home} holds an earlier run ({', '.join(earlier)}); its traffic and adapters "
+            "would mix into this one: remove it or pass another --home"
+        )
     private_dir(home)  # the user's traffic lands here: 0700
     ledger = Ledger(home / LEDGER_FILENAME)
     base = load_policy("default").replace(

@@ -148,3 +148,25 @@ def test_simulate_runs_the_loop_on_a_users_traffic_file(tmp_path):
     served = [r for r in Ledger(home / "ledger.sqlite").rows() if r.reason != "judge"]
     assert len(served) == 60  # every request has its row
     assert (home.stat().st_mode & 0o777) == 0o700
+
+
+def test_a_home_holding_an_earlier_run_is_refused_not_mixed_in(tmp_path):
+    """An earlier run's ledger rows would be trained on and its adapters served: the figures
+    would not be this run's (found when a second demo run promoted adapter v0003)."""
+    from router.devtools.simulate import run_simulation
+
+    (tmp_path / "ledger.sqlite").write_bytes(b"")
+    phase = [{"messages": [{"role": "user", "content": "hi"}], "reference": "hello"}]
+    with pytest.raises(ValueError, match="holds an earlier run .*ledger.sqlite.*another --home"):
+        run_simulation([phase, phase], home=tmp_path, cloud_url="http://127.0.0.1:1/v1")
+    assert (tmp_path / "ledger.sqlite").read_bytes() == b""  # left as it was
+
+
+def test_the_demo_starts_fresh_in_its_own_home(tmp_path, monkeypatch):
+    from router.cli.demo import _fresh
+
+    home = tmp_path / "demo"
+    (home / "adapters" / "v0001").mkdir(parents=True)
+    (home / "ledger.sqlite").write_text("old")
+    assert _fresh(home) == home and not home.exists()
+    assert _fresh(tmp_path / "never-made") == tmp_path / "never-made"
