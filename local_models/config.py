@@ -127,6 +127,8 @@ class GenerationResult:
     """Tokens generated, including an eos/stop-completing token."""
     token_logprobs: list[float] = field(default_factory=list)
     """log p(token) under the model (temperature 1) for each generated token."""
+    token_ids: list[int] = field(default_factory=list)
+    """The generated token ids, one per ``token_logprobs`` entry."""
     compute_seconds: float = 0.0
     """This request's share of its batch's wall-clock seconds (by prompt + generated tokens);
     the shares of one batch add up to its wall time, so local cost is not counted N times."""

@@ -63,6 +63,7 @@ class Row:
             prompt_tokens=self.prompt_len,
             completion_tokens=len(self.ids),
             token_logprobs=self.logprobs,
+            token_ids=self.ids,
             compute_seconds=self.compute_seconds,
             adapter_version=adapter_version,
             closed_answer=self.cursor is not None,

@@ -184,6 +184,9 @@ def _local_factory(policy: RoutingPolicy, local: Any) -> Any:
     if local is not None:
         return local if _is_factory(local) else (lambda: local)
 
+    if policy.local.api_base:
+        return lambda: _engine_transport(policy)
+
     def build() -> Any:
         from router._transports.local import LocalTransport
 
@@ -196,13 +199,53 @@ def _local_factory(policy: RoutingPolicy, local: Any) -> Any:
     return build
 
 
+def _engine_transport(policy: RoutingPolicy) -> Any:
+    """The local tier on an OpenAI-compatible engine (``local.api_base``)."""
+    from router._transports.engine import EngineTransport
+
+    local = policy.local
+    assert local.api_base is not None
+    served: tuple[str | None, str, str] | None = None
+    if local.adapter == "current":
+        found = _published(local.api_base)
+        served = (found[0], found[1], "") if found else None
+    elif local.adapter:  # a LoRA name the engine serves already (vLLM --lora-modules)
+        served = (None, local.adapter, local.adapter)
+    return EngineTransport(
+        model=local.model,
+        api_base=local.api_base,
+        api_key=os.environ.get(local.api_key_env) if local.api_key_env else None,
+        engine=local.engine,
+        max_new_tokens=local.max_new_tokens,
+        served=served,
+        timeout_s=policy.cloud.timeout_s,
+        connect_timeout_s=policy.cloud.connect_timeout_s,
+    )
+
+
+def _published(api_base: str) -> tuple[str, str] | None:
+    """``(adapter path, version)`` the engine at ``api_base`` was last published."""
+    from router.publication import published
+
+    found = published(api_base)
+    return (found.path, found.version) if found else None
+
+
 def _adapter_watcher(policy: RoutingPolicy, local: Any) -> Any:
-    """With ``local.adapter: current``, follow promotions made while this client runs."""
+    """With ``local.adapter: current``, follow promotions (an engine: publications) made
+    while this client runs."""
     if local is not None or policy.local.adapter != "current":
         return None
     from router._gateway.adapter_watch import CurrentAdapterWatcher, registry_current
 
+    api_base = policy.local.api_base
+    if api_base:
+        return CurrentAdapterWatcher(lambda: _as_path(_published(api_base)))
     return CurrentAdapterWatcher(registry_current())
+
+
+def _as_path(found: tuple[str, str] | None) -> tuple[Path, str] | None:
+    return (Path(found[0]), found[1]) if found else None
 
 
 def _adapter_hint(policy: RoutingPolicy) -> Any:
@@ -210,6 +253,11 @@ def _adapter_hint(policy: RoutingPolicy) -> Any:
 
     def hint() -> str | None:
         try:
+            if policy.local.api_base:
+                if policy.local.adapter != "current":
+                    return policy.local.adapter
+                found = _published(policy.local.api_base)
+                return found[1] if found else None
             return _adapter(policy.local.adapter)[1]
         except Exception:  # an unreadable registry fails the local call later, not this lookup
             return None

@@ -51,6 +51,13 @@ class ChatRequest:
     background: bool = False
     """Throughput work nobody waits on (shadow labels): the local queue's wait bound never
     refuses it. Set by the gateway, never from the request body."""
+    logprobs: bool = False
+    """Return each answer token's log-probability (``choices[0].logprobs``); local answers
+    only: what a gateway using this one as its engine (``local.api_base``) reads confidence
+    from."""
+    allowed_answers: tuple[str, ...] | None = None
+    """Decode to exactly one of these strings (vLLM's ``structured_outputs={"choice": [...]}``);
+    local answers only."""
 
     @property
     def deterministic(self) -> bool:
@@ -77,6 +84,8 @@ class BackendResult:
     tool_calls: list[dict[str, Any]] | None = None
     closed_answer: bool = False
     """The local answer was decoded from a closed answer set (confidence = its probability)."""
+    tokens: list[str] | None = None
+    """The answer's tokens as text, one per ``token_logprobs`` entry (for ``logprobs=True``)."""
 
 
 @dataclass

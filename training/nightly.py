@@ -34,11 +34,28 @@ from training.dataset import (
 from training.promote import distill_and_promote
 
 if TYPE_CHECKING:
+    from router.policy import RoutingPolicy
     from training.lora import DryRunEstimate
 
 EARN_SHADOW_RATE = 0.1
 """Least shadow-labelling rate while the adapter takes no traffic: its labels are the only way
 it can show (on a later run) that it meets the quality target."""
+
+
+def _publish(summary: DistillSummary, policy: RoutingPolicy, root: Path, version: str) -> None:
+    """Load the promoted adapter on the policy's engine; a refusal is reported, not raised:
+    the promotion stands and the engine keeps serving the previous adapter."""
+    import os
+
+    from router.publication import PublishError, publish
+
+    local = policy.local
+    assert local.api_base is not None
+    key = os.environ.get(local.api_key_env) if local.api_key_env else None
+    try:
+        summary.published = publish(local.api_base, version=version, root=root, api_key=key).name
+    except PublishError as exc:
+        summary.publish_error = str(exc)
 
 
 @dataclass
@@ -59,6 +76,10 @@ class DistillSummary:
     classes: list[dict[str, Any]] = field(default_factory=list)
     """The gate's per-class verdicts (``ClassVerdict.to_dict``)."""
     relabelled: int = 0
+    published: str | None = None
+    """The engine name the promoted adapter now serves under (``local.api_base`` set)."""
+    publish_error: str | None = None
+    """Why publishing to the engine failed; the engine keeps serving the previous adapter."""
     retune: dict[str, Any] | None = None
     """The serving status ``serve_adapter`` wrote (also in ``policy.status.json``)."""
     seconds: float = 0.0
@@ -78,6 +99,10 @@ class DistillSummary:
             out.append(self.config)
         if self.version:
             out.append(f"candidate {self.version}: {self.gate_reason}")
+        if self.published:
+            out.append(f"published to the engine as {self.published}")
+        if self.publish_error:
+            out.append(f"NOT published to the engine: {self.publish_error}")
         if self.retune:
             out.append(f"retune: {self.retune}")
         out.append(f"took {self.seconds:.0f} s")
@@ -539,6 +564,8 @@ def run_distill(
         summary.status = "promoted" if outcome.decision.promote else "rejected"
         summary.served_classes = list(outcome.decision.served_classes)
         summary.classes = [v.to_dict() for v in outcome.decision.classes]
+        if outcome.decision.promote and policy.local.api_base:
+            _publish(summary, policy, registry.root, outcome.version)
         if outcome.decision.promote and do_relabel:
             info = registry.show(outcome.version)
             summary.relabelled = relabel(

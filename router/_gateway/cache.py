@@ -290,6 +290,8 @@ class ResponseCache:
             "tool_choice": request.tool_choice,
             "response_format": request.response_format,
         }
+        if request.allowed_answers is not None:  # absent otherwise, so existing keys stay valid
+            material["allowed_answers"] = list(request.allowed_answers)
         if request.tenant is not None:  # absent in-process, so existing keys stay valid
             material["tenant"] = request.tenant.name
         canonical = json.dumps(
@@ -302,9 +304,10 @@ class ResponseCache:
 
         Returns:
             ``True`` for deterministic requests (``request.deterministic``), or for any request
-            when ``cache_nondeterministic`` is set; ``False`` when the cache is disabled.
+            when ``cache_nondeterministic`` is set; ``False`` when the cache is disabled or the
+            request asks for ``logprobs``.
         """
-        if not self.config.enabled:
+        if not self.config.enabled or request.logprobs:  # a replay carries no logprobs
             return False
         return self.config.cache_nondeterministic or request.deterministic
 

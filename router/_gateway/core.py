@@ -294,7 +294,8 @@ class Gateway:
         if backend == "cloud":
             return f"cloud:{request.model}", None
         local = self.policy.local
-        identity = f"local:{local.model}:{local.precision}:max_new_tokens={local.max_new_tokens}"
+        where = f"engine={local.api_base}" if local.api_base else local.precision
+        identity = f"local:{local.model}:{where}:max_new_tokens={local.max_new_tokens}"
         return identity, self.adapter_version
 
     def cached(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from router._gateway.validation import prompt_text
-from router.errors import BudgetExceeded
+from router.errors import BudgetExceeded, InvalidRequest
 from router.types import ChatRequest
 
 if TYPE_CHECKING:
@@ -78,6 +78,25 @@ class Decider:
         return float(self.classifier.predict_proba([prompt_text(request)])[0][1])
 
     def decide(self, request: ChatRequest) -> Decision:
+        """Where ``request`` goes; the local-only extensions must end up local.
+
+        Raises:
+            InvalidRequest: ``logprobs`` or a closed answer set on a request not routed local.
+            BudgetExceeded: The daily budget is spent and the policy says ``fail``.
+        """
+        decision = self._decide(request)
+        if decision.route != "local" and (request.logprobs or request.allowed_answers):
+            param = "logprobs" if request.logprobs else "structured_outputs"
+            raise InvalidRequest(
+                f"{param} is answered by the local model only, and this request was routed "
+                f"to {decision.route} ({decision.reason}); pin it local "
+                f"(metadata={{'{ROUTE_TAG}': 'local'}}, or the local model's name on "
+                "hybridgate serve)",
+                param=param,
+            )
+        return decision
+
+    def _decide(self, request: ChatRequest) -> Decision:
         policy = self.policy
         rules = policy.rules
         tags = request.metadata

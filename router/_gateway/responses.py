@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from openai.types.chat.chat_completion import Choice
+from openai.types.chat.chat_completion import Choice, ChoiceLogprobs
 from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from openai.types.chat.chat_completion_message import ChatCompletionMessage
+from openai.types.chat.chat_completion_token_logprob import ChatCompletionTokenLogprob
 from openai.types.completion_usage import CompletionUsage
 
 from router.types import (
@@ -28,6 +29,22 @@ def _usage(result: BackendResult) -> CompletionUsage:
     )
 
 
+def logprobs(request: ChatRequest, result: BackendResult) -> ChoiceLogprobs | None:
+    """OpenAI's ``choices[0].logprobs`` when the request asked for it (local answers only)."""
+    if not request.logprobs:
+        return None
+    values = result.token_logprobs or []
+    tokens = result.tokens or [""] * len(values)
+    return ChoiceLogprobs(
+        content=[
+            ChatCompletionTokenLogprob(
+                token=token, logprob=value, bytes=list(token.encode()), top_logprobs=[]
+            )
+            for token, value in zip(tokens, values, strict=False)
+        ]
+    )
+
+
 def completion(
     request: ChatRequest, result: BackendResult, info: RouteInfo
 ) -> HybridChatCompletion:
@@ -41,7 +58,14 @@ def completion(
         object="chat.completion",
         created=int(time.time()),
         model=result.model or request.model,
-        choices=[Choice(index=0, finish_reason=result.finish_reason, message=message)],
+        choices=[
+            Choice(
+                index=0,
+                finish_reason=result.finish_reason,
+                message=message,
+                logprobs=logprobs(request, result),
+            )
+        ],
         usage=_usage(result),
         route=info,
     )
@@ -62,14 +86,24 @@ def chunk(
 def final_chunk(
     cid: str, created: int, request: ChatRequest, result: BackendResult, info: RouteInfo
 ) -> Iterator[HybridChatCompletionChunk]:
-    """The finish-reason chunk, then (when asked) the usage chunk; the last one carries ``route``."""
+    """The finish-reason chunk, then (when asked) the usage chunk; the last one carries ``route``.
+    Asked-for logprobs ride on the finish chunk, all tokens at once (a client concatenates
+    ``logprobs.content`` over chunks, so one chunk carrying them all reads the same)."""
     model = result.model or request.model
+    scores = logprobs(request, result)
     finish = HybridChatCompletionChunk(
         id=cid,
         object="chat.completion.chunk",
         created=created,
         model=model,
-        choices=[ChunkChoice(index=0, delta=ChoiceDelta(), finish_reason=result.finish_reason)],
+        choices=[
+            ChunkChoice(
+                index=0,
+                delta=ChoiceDelta(),
+                finish_reason=result.finish_reason,
+                logprobs=scores.model_dump() if scores is not None else None,
+            )
+        ],
         route=None if request.include_usage else info,
     )
     yield finish

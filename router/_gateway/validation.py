@@ -36,6 +36,11 @@ SUPPORTED = frozenset(
         "response_format",
         "metadata",
         "n",
+        "logprobs",
+        "top_logprobs",
+        "structured_outputs",
+        "guided_choice",
+        "extra_body",
     }
 )
 
@@ -48,7 +53,6 @@ NOT_SUPPORTED = frozenset(
         "function_call",
         "functions",
         "logit_bias",
-        "logprobs",
         "modalities",
         "parallel_tool_calls",
         "prediction",
@@ -56,11 +60,9 @@ NOT_SUPPORTED = frozenset(
         "reasoning_effort",
         "service_tier",
         "store",
-        "top_logprobs",
         "web_search_options",
         "extra_headers",
         "extra_query",
-        "extra_body",
     }
 )
 
@@ -168,6 +170,7 @@ def build_request(kwargs: Mapping[str, Any], *, default_model: str) -> ChatReque
     Raises:
         InvalidRequest: naming the first bad or unsupported parameter.
     """
+    kwargs = _merged_extra_body(kwargs)
     for key in kwargs:
         if key in NOT_SUPPORTED:
             raise _fail(f"parameter {key!r} is not supported by hybridgate", key)
@@ -227,6 +230,17 @@ def build_request(kwargs: Mapping[str, Any], *, default_model: str) -> ChatReque
 
     timeout = _number(kwargs.get("timeout"), "timeout", 0.0, 86400.0, lo_open=True)
 
+    logprobs = kwargs.get("logprobs") or False
+    if not isinstance(logprobs, bool):
+        raise _fail(f"logprobs must be true or false, got {logprobs!r}", "logprobs")
+    top = kwargs.get("top_logprobs")
+    if top not in (None, 0):
+        raise _fail(
+            f"top_logprobs={top!r} is not supported; hybridgate returns the chosen token's "
+            "logprob only (top_logprobs 0)",
+            "top_logprobs",
+        )
+
     return ChatRequest(
         messages=validate_messages(kwargs.get("messages")),
         model=model,
@@ -244,7 +258,51 @@ def build_request(kwargs: Mapping[str, Any], *, default_model: str) -> ChatReque
         response_format=dict(response_format) if response_format else None,
         metadata=dict(metadata),
         request_id=uuid.uuid4().hex,
+        logprobs=logprobs,
+        allowed_answers=_choices(kwargs),
     )
+
+
+def _merged_extra_body(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``extra_body`` keys join the request, as the openai SDK sends them (top-level JSON)."""
+    extra = kwargs.get("extra_body")
+    if extra is None:
+        return kwargs
+    if not isinstance(extra, Mapping):
+        raise _fail("extra_body must be a dict", "extra_body")
+    both = sorted(set(extra) & (set(kwargs) - {"extra_body"}))
+    if both:
+        raise _fail(f"{both[0]!r} is given both directly and in extra_body", both[0])
+    merged = {k: v for k, v in kwargs.items() if k != "extra_body"}
+    merged.update(extra)
+    return merged
+
+
+def _choices(kwargs: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """vLLM's closed answer sets: ``structured_outputs={"choice": [...]}`` (vLLM >= 0.10) or
+    the older ``guided_choice=[...]``; other structured-output kinds are refused."""
+    if "structured_outputs" in kwargs and "guided_choice" in kwargs:
+        raise _fail("give structured_outputs or guided_choice, not both", "guided_choice")
+    if "guided_choice" in kwargs:
+        choices, param = kwargs["guided_choice"], "guided_choice"
+    elif "structured_outputs" in kwargs:
+        spec, param = kwargs["structured_outputs"], "structured_outputs"
+        if not isinstance(spec, Mapping) or set(spec) != {"choice"}:
+            raise _fail(
+                "structured_outputs supports only {'choice': [...]} (a closed answer set); "
+                "send JSON schemas as response_format to the cloud",
+                param,
+            )
+        choices = spec["choice"]
+    else:
+        return None
+    if (
+        not isinstance(choices, (list, tuple))
+        or not choices
+        or not all(isinstance(c, str) and c for c in choices)
+    ):
+        raise _fail(f"{param} choices must be a non-empty list of non-empty strings", param)
+    return tuple(_utf8(c, param) for c in choices)
 
 
 def prompt_text(request: ChatRequest) -> str:

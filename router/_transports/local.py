@@ -233,11 +233,16 @@ class LocalTransport:
                 stop=tuple(request.stop),
                 seed=request.seed,
                 background=request.background,
+                allowed_answers=request.allowed_answers,
             )
         except ValueError as exc:  # local_models' InvalidRequest is a ValueError too
             raise InvalidRequest(str(exc), param=getattr(exc, "param", None)) from exc
 
-    def _to_backend(self, result: GenerationResult) -> BackendResult:
+    def _to_backend(self, result: GenerationResult, request: ChatRequest) -> BackendResult:
+        tokens = None
+        if request.logprobs:  # each token's own text, as OpenAI's logprobs.content[i].token
+            decode = self.engine.tokenizer.decode
+            tokens = [decode([i]) for i in result.token_ids]
         return BackendResult(
             text=result.text,
             finish_reason=result.finish_reason,  # type: ignore[arg-type]
@@ -248,6 +253,7 @@ class LocalTransport:
             token_logprobs=list(result.token_logprobs),
             adapter_version=result.adapter_version,
             closed_answer=result.closed_answer,
+            tokens=tokens,
         )
 
     @staticmethod
@@ -269,7 +275,7 @@ class LocalTransport:
             if future is not None:
                 future.cancel()  # a timed-out request leaves the running batch
             self._raise(exc)
-        return self._to_backend(result)
+        return self._to_backend(result, request)
 
     async def acomplete(self, request: ChatRequest) -> BackendResult:
         """Async form of :meth:`complete`."""
@@ -280,7 +286,7 @@ class LocalTransport:
             result = await asyncio.wait_for(self.batcher.asubmit(gen), timeout=request.timeout)
         except BaseException as exc:
             self._raise(exc)
-        return self._to_backend(result)
+        return self._to_backend(result, request)
 
     def stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
         """Text deltas as decoded, then one delta carrying the full BackendResult."""
@@ -290,7 +296,7 @@ class LocalTransport:
         try:
             for piece in self.batcher.stream(gen):
                 if isinstance(piece, GenerationResult):
-                    yield StreamDelta(result=self._to_backend(piece))
+                    yield StreamDelta(result=self._to_backend(piece, request))
                 else:
                     yield StreamDelta(text=piece)
         except Exception as exc:
@@ -304,7 +310,7 @@ class LocalTransport:
         try:
             async for piece in self.batcher.astream(gen):
                 if isinstance(piece, GenerationResult):
-                    yield StreamDelta(result=self._to_backend(piece))
+                    yield StreamDelta(result=self._to_backend(piece, request))
                 else:
                     yield StreamDelta(text=piece)
         except Exception as exc:

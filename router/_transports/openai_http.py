@@ -295,6 +295,8 @@ class SSEAnswer:
         self.finish: str | None = None
         self.usage: dict[str, Any] = {}
         self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.logprobs: dict[str, list[Any]] = {"content": []}
+        """``choices[0].logprobs`` over all chunks (an engine asked for them sends them)."""
         self.done = False
 
     def feed(self, line: str) -> str:
@@ -330,6 +332,9 @@ class SSEAnswer:
                 text += delta["content"]
             for call in delta.get("tool_calls") or []:
                 self._merge_tool_call(call)
+            scores = choice.get("logprobs")
+            if isinstance(scores, dict) and isinstance(scores.get("content"), list):
+                self.logprobs["content"].extend(scores["content"])
             if choice.get("finish_reason"):
                 self.finish = choice["finish_reason"]
         if text:

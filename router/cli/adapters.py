@@ -1,4 +1,5 @@
-"""``hybridgate adapters list | show | promote | rollback``: the versioned adapter registry."""
+"""``hybridgate adapters list | show | promote | rollback | export | publish``: the versioned
+adapter registry, and getting an adapter onto an inference engine."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import typer
 from router.cli._common import fail
 
 adapters_app = typer.Typer(
-    help="LoRA adapter versions (list, show, promote, rollback).", no_args_is_help=True
+    help="LoRA adapter versions (list, show, promote, rollback, export, publish).",
+    no_args_is_help=True,
 )
 
 RootOpt = typer.Option(
@@ -103,3 +105,91 @@ def adapters_rollback(root: Path | None = RootOpt) -> None:
     except LocalModelError as exc:
         fail(str(exc))
     typer.echo(f"rolled back; current adapter: {info.version}")
+
+
+def _base_config(info: Any, base: Path | None) -> dict[str, Any]:
+    """The base model's ``config.json``: ``--base``, else the path the adapter was trained on."""
+    if base is None:
+        try:
+            trained_on = json.loads((info.path / "adapter_config.json").read_text("utf-8"))
+            base = Path(str(trained_on.get("base_model_name_or_path") or ""))
+        except (OSError, ValueError):
+            base = None
+    config = base / "config.json" if base is not None else None
+    if config is None or not config.is_file():
+        fail(
+            f"the base model's config.json was not found{f' in {base}' if base else ''}; "
+            "pass --base DIR (the base model's directory)"
+        )
+    return json.loads(config.read_text("utf-8"))
+
+
+@adapters_app.command("export")
+def adapters_export(
+    out: Path = typer.Argument(..., help="Directory (peft) or .gguf file (gguf) to write."),
+    version: str | None = typer.Option(None, "--version", help="Version [default: current]."),
+    fmt: str = typer.Option("peft", "--format", help="peft (vLLM) or gguf (llama.cpp --lora)."),
+    base_model: str = typer.Option(
+        "smollm2-135m-instruct", "--base-model", help="peft: the base model's name on the engine."
+    ),
+    base: Path | None = typer.Option(
+        None, "--base", help="gguf: the base model's directory (for its config.json)."
+    ),
+    root: Path | None = RootOpt,
+) -> None:
+    """Write an adapter in the format an inference engine loads."""
+    from local_models.adapter_export import export_gguf, export_peft
+    from local_models.errors import LocalModelError
+
+    if fmt not in ("peft", "gguf"):
+        fail(f"--format must be peft or gguf, got {fmt!r}")
+    reg = _registry(root)
+    try:
+        info = reg.show(version) if version else reg.current()
+        if info is None:
+            fail("no adapter is promoted yet: run hybridgate distill, or pass --version")
+        if fmt == "peft":
+            written = export_peft(info.path, out, base_model=base_model)
+        else:
+            written = export_gguf(info.path, out, base_config=_base_config(info, base))
+    except LocalModelError as exc:
+        fail(str(exc))
+    typer.echo(f"{info.version} -> {written} ({fmt})")
+
+
+@adapters_app.command("publish")
+def adapters_publish(
+    to: str = typer.Option(..., "--to", help="The engine's base URL (local.api_base), .../v1."),
+    version: str | None = typer.Option(
+        None, "--version", help="Version to serve [default: current]; an older one = rollback."
+    ),
+    engine_path: str | None = typer.Option(
+        None,
+        "--engine-path",
+        help="A directory the engine reads (shared volume); the PEFT copy is written there. "
+        "Default: this registry's path (engine on this host).",
+    ),
+    api_key_env: str | None = typer.Option(
+        None, "--api-key-env", help="Variable holding the engine's API key."
+    ),
+    drain_s: float = typer.Option(
+        10.0, "--drain", help="Seconds before the replaced adapter is unloaded."
+    ),
+    root: Path | None = RootOpt,
+) -> None:
+    """Load an adapter on a vLLM engine under a versioned name and switch gateways to it."""
+    import os
+
+    from router.publication import PublishError, publish
+
+    if not to.startswith(("http://", "https://")):
+        fail(f"--to must be an http(s):// URL ending in /v1, got {to!r}")
+    key = os.environ.get(api_key_env) if api_key_env else None
+    try:
+        record = publish(
+            to, version=version, root=root, api_key=key, engine_path=engine_path, drain_s=drain_s
+        )
+    except PublishError as exc:
+        fail(str(exc))
+    back = f"; rollback: --version {record.previous}" if record.previous else ""
+    typer.echo(f"{to} serves {record.version} as {record.name!r}{back}")

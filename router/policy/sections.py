@@ -50,6 +50,8 @@ MODES: tuple[str, ...] = ("cloud", "local", "route", "cascade", "hybrid")
 ON_EXCEEDED: tuple[str, ...] = ("local", "fail")
 """Valid ``BudgetConfig.on_exceeded`` values."""
 CLOUD_TRANSPORTS: tuple[str, ...] = ("auto", "openai", "litellm")
+LOCAL_ENGINES: tuple[str, ...] = ("vllm", "llama.cpp", "openai")
+"""``local.engine``: how a closed answer set is sent (``router._transports.engine.ENGINES``)."""
 """Valid ``CloudConfig.transport`` values."""
 
 TOKENS_PER_MTOK = 1_000_000
@@ -234,10 +236,23 @@ class LocalConfig:
     _section: ClassVar[str] = "local"
 
     model: str = "smollm2-135m-instruct"
-    """Local model id understood by ``local_models.loader`` (its ``DEFAULT_MODEL``)."""
+    """Local model id understood by ``local_models.loader`` (its ``DEFAULT_MODEL``); with
+    ``api_base``, the base model's name on that engine."""
     adapter: str | None = None
     """LoRA adapter: ``"current"`` = the promoted adapter from the adapter registry, a path to
-    an adapter directory, or None for the base model."""
+    an adapter directory, or None for the base model. With ``api_base``: ``current`` = the
+    adapter ``hybridgate adapters publish`` last loaded on that engine, another value = a
+    LoRA name the engine already serves."""
+    api_base: str | None = None
+    """``http://gpu-host:8000/v1``: answer local requests on this OpenAI-compatible engine
+    (vLLM, llama-server, Ollama, another ``hybridgate serve``) instead of in this process;
+    null -> the in-process model."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the engine's API key (never the key)."""
+    engine: Literal["vllm", "llama.cpp", "openai"] = "vllm"
+    """With ``api_base``, how closed answer sets are sent: ``vllm`` = ``structured_outputs``
+    (vLLM >= 0.10 and ``hybridgate serve``), ``llama.cpp`` = a GBNF ``grammar``, ``openai`` =
+    none (requests of classes with an answer set are refused locally)."""
     precision: str = "auto"
     """Weight precision / quantization backend name (``local_models`` validates the name);
     ``"auto"`` picks the best available on this machine."""
@@ -263,6 +278,9 @@ class LocalConfig:
         s = self._section
         store(self, "model", string((s, "model"), self.model))
         store(self, "adapter", string((s, "adapter"), self.adapter, optional=True))
+        store(self, "api_base", http_url((s, "api_base"), self.api_base))
+        store(self, "api_key_env", env_var_name((s, "api_key_env"), self.api_key_env))
+        store(self, "engine", choice((s, "engine"), self.engine, LOCAL_ENGINES))
         store(self, "precision", string((s, "precision"), self.precision))
         store(self, "max_batch_size", integer((s, "max_batch_size"), self.max_batch_size, lo=1))
         store(self, "max_wait_ms", number((s, "max_wait_ms"), self.max_wait_ms, lo=0))

@@ -115,6 +115,14 @@ class GatewayServer:
         data = self.metrics.render(self.gateway.adapter_version)
         return Response(data, media_type=self.metrics.content_type)
 
+    def _adapter_names(self) -> tuple[str, ...]:
+        """The served adapter's engine name (``hybridgate-v0003``), as vLLM lists a LoRA: a
+        gateway using this server as its local engine sends it (``local.api_base``)."""
+        from router.publication import served_name
+
+        version = self.gateway.adapter_version
+        return (served_name(version),) if version else ()
+
     async def models(self, request: Request) -> Response:
         try:
             self._authenticate(request)
@@ -129,6 +137,10 @@ class GatewayServer:
                 "owned_by": "hybridgate:local",
                 "adapter": self.gateway.adapter_version,
             },
+            *(
+                {"id": name, "owned_by": "hybridgate:local", "parent": local.model}
+                for name in self._adapter_names()
+            ),
             *({"id": a, "owned_by": "hybridgate:routed"} for a in AUTO_ALIASES),
             *({"id": a, "owned_by": "hybridgate:routed"} for a in ROUTE_ALIASES),
         ]
@@ -213,7 +225,11 @@ class GatewayServer:
         forced = None
         if model in AUTO_ALIASES:
             kwargs.pop("model")
-        elif model in ROUTE_ALIASES or model == self.policy.local.model:
+        elif (
+            model in ROUTE_ALIASES
+            or model == self.policy.local.model
+            or model in self._adapter_names()
+        ):
             forced = ROUTE_ALIASES.get(model, "local")
             kwargs.pop("model")
         metadata = kwargs.get("metadata")

@@ -199,6 +199,22 @@ def test_async_persistent_fault(replay, tmp_path):
         ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, "max_tokens"),
         ({"messages": [{"role": "user", "content": "hi"}], "logit_bias": {}}, "logit_bias"),
         ({"messages": [{"role": "user", "content": "hi"}], "temprature": 0}, "temprature"),
+        ({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 3}, "top_logprobs"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}], "structured_outputs": {"json": {}}},
+            "structured_outputs",
+        ),
+        ({"messages": [{"role": "user", "content": "hi"}], "guided_choice": []}, "guided_choice"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}], "seed": 1, "extra_body": {"seed": 2}},
+            "seed",
+        ),
+        # local-only extensions on a request the policy sends to the cloud
+        ({"messages": [{"role": "user", "content": "hi"}], "logprobs": True}, "logprobs"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}], "guided_choice": ["a", "b"]},
+            "structured_outputs",
+        ),
     ],
 )
 def test_bad_input_gives_clear_error_and_a_ledger_row(replay, tmp_path, kwargs, param):
@@ -210,6 +226,20 @@ def test_bad_input_gives_clear_error_and_a_ledger_row(replay, tmp_path, kwargs, 
     assert param.split("[")[0].split(".")[0] in str(info.value)
     [row] = client.ledger.rows()
     assert row.route == "none" and row.error_type == "InvalidRequest"
+
+
+def test_logprobs_and_closed_choices_reach_the_local_model(replay, tmp_path):
+    local = local_answer(logprobs=(-0.01, -0.02))
+    client = make_client(replay, tmp_path, mode="local", local=local)
+    seen = replay.requests_seen
+    reply = client.chat.completions.create(
+        **ask(), logprobs=True, extra_body={"structured_outputs": {"choice": ["Paris.", "Lyon"]}}
+    )
+    assert [t.logprob for t in reply.choices[0].logprobs.content] == [-0.01, -0.02]
+    assert local.calls[0].allowed_answers == ("Paris.", "Lyon")
+    plain = client.chat.completions.create(**ask())
+    assert plain.choices[0].logprobs is None
+    assert replay.requests_seen == seen
 
 
 def test_local_mode_costs_compute_time_and_baseline_is_cloud_price(replay, tmp_path):
