@@ -93,6 +93,7 @@ def published(api_base: str, root: str | Path | None = None) -> Publication | No
 def _record(publication: Publication, root: str | Path | None) -> None:
     """Write the record atomically (temp file + rename), private to the user."""
     reg = _registry_root(root)
+    reg.mkdir(mode=0o700, parents=True, exist_ok=True)
     records = read_publications(reg)
     records[publication.api_base] = publication
     tmp = reg / f".{PUBLISHED_FILE}.{os.getpid()}"

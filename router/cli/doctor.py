@@ -66,6 +66,32 @@ def _cache_line(cache: object) -> str:
     return f"redis at {url} (reachable)"
 
 
+def _engine_line(local: object) -> str:
+    """The engine the local tier runs on, whether it answers, and what was published to it."""
+    import httpx
+
+    from router.publication import PublishError, published
+
+    base = local.api_base  # type: ignore[attr-defined]
+    env = local.api_key_env  # type: ignore[attr-defined]
+    key = os.environ.get(env) if env else None
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = httpx.get(f"{base.rstrip('/')}/models", headers=headers, timeout=2)
+        response.raise_for_status()
+        names = sorted(str(m.get("id")) for m in response.json().get("data") or [])
+        state = f"reachable, serves {', '.join(names) or 'nothing'}"
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        state = f"NOT reachable ({type(exc).__name__})"
+    try:
+        record = published(base)
+        pub = f"published {record.version} as {record.name}" if record else "nothing published"
+    except PublishError as exc:
+        pub = str(exc)
+    kind = local.engine  # type: ignore[attr-defined]
+    return f"the {kind} engine at {base} ({state}; {pub})"
+
+
 def doctor(policy: str | None = PolicyOpt, ledger: str | None = LedgerOpt) -> None:
     """What is installed, where data lives, which model and keys are configured."""
     import importlib.util
@@ -97,6 +123,9 @@ def doctor(policy: str | None = PolicyOpt, ledger: str | None = LedgerOpt) -> No
         typer.echo("api key       taken from the provider's usual variable (e.g. OPENAI_API_KEY)")
     typer.echo(f"cache         {_cache_line(pol.cache)}")
     adapter = pol.local.adapter or "none"
+    if pol.local.api_base:
+        typer.echo(f"local model   {pol.local.model} on {_engine_line(pol.local)}")
+        return
     typer.echo(
         f"local model   {pol.local.model} (precision {pol.local.precision}, adapter {adapter})"
     )

@@ -24,6 +24,8 @@ class FakeVLLM:
         self.chat_bodies: list[dict[str, Any]] = []
         self.answer: str | None = None
         """Chat answer text; None -> the first allowed choice (as a constrained decoder)."""
+        self.overloaded = False
+        """Answer chat requests 429 + Retry-After (an engine whose queue is full)."""
 
     # -- ASGI app -------------------------------------------------------------------------
     def app(self) -> Any:
@@ -71,6 +73,12 @@ class FakeVLLM:
         async def chat(request: Request) -> Any:
             body = await request.json()
             self.chat_bodies.append(body)
+            if self.overloaded:
+                return JSONResponse(
+                    {"object": "error", "message": "queue full", "code": 429},
+                    status_code=429,
+                    headers={"Retry-After": "3"},
+                )
             if body["model"] not in (BASE, *self.loras):
                 return JSONResponse(
                     {"object": "error", "message": f"The model `{body['model']}` does not exist."},

@@ -312,3 +312,53 @@ def test_cli_exports_and_publishes_the_current_adapter(make_adapter, tiny_model_
     assert f"serves {version} as 'hybridgate-{version}'" in result.output
     result = runner.invoke(app, ["adapters", "publish", "--to", url, "--root", str(root)])
     assert result.exit_code == 2 and "unreachable" in result.output
+
+
+def test_a_full_engine_sends_cascades_to_the_cloud_and_forced_local_gets_retry_after(
+    replay, tmp_path
+):
+    from router.errors import Overloaded
+
+    engine = FakeVLLM()
+    url = engine.start()
+    engine.overloaded = True
+    question = "What is 2+2?"
+    try:
+        with _outer(tmp_path, replay, url) as client:
+            out = client.chat.completions.create(messages=[{"role": "user", "content": question}])
+            with pytest.raises(Overloaded) as info:
+                client.chat.completions.create(
+                    messages=[{"role": "user", "content": question}], metadata={"route": "local"}
+                )
+    finally:
+        engine.stop()
+    assert out.route.route == "cloud" and out.choices[0].message.content == ANSWERS[question]
+    assert info.value.retry_after_s == 3
+    rows = _rows(tmp_path / "outer.sqlite")
+    assert [r.route for r in rows] == ["cloud", "local"]
+    assert rows[0].escalated and rows[1].error_type == "Overloaded"
+
+
+def test_doctor_says_whether_the_engine_answers_and_what_it_serves(tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from router.cli import app
+    from router.publication import Publication, _record
+
+    monkeypatch.setenv("HYBRIDGATE_HOME", str(tmp_path / "home"))
+    engine = FakeVLLM()
+    url = engine.start()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"local": {"api_base": url, "engine": "vllm"}}))
+    _record(Publication(url.rstrip("/"), "v7", "hybridgate-v7", "/a/v7", None, 0.0), None)
+    args = ["doctor", "--policy", str(policy), "--ledger", str(tmp_path / "l.sqlite")]
+    try:
+        up = CliRunner().invoke(app, args)
+    finally:
+        engine.stop()
+    down = CliRunner().invoke(app, args)
+    assert up.exit_code == 0, up.output
+    assert f"vllm engine at {url} (reachable, serves {BASE}" in up.output
+    assert "published v7 as hybridgate-v7" in up.output
+    assert down.exit_code == 0 and "NOT reachable" in down.output
