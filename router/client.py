@@ -17,7 +17,7 @@ from router._gateway.retry import Retrier, RetryConfig
 from router.errors import ModelLoadError
 from router.ledger import Ledger
 from router.ledger.pricing import PriceBook
-from router.policy import RoutingPolicy, load_policy
+from router.policy import PolicyError, RoutingPolicy, load_policy
 
 
 class _Completions:
@@ -87,13 +87,24 @@ class HybridClient:
             cloud = _cloud_transport(policy, api_key, api_base)
         redactions = getattr(cloud, "redactions", None)
         secrets = tuple(v for v in (api_key, *(redactions() if redactions else ())) if v)
+        prices = PriceBook(policy.cloud.prices)
+        for tier in policy.cloud.tiers:
+            if not prices.has_price(tier.model):
+                raise PolicyError(
+                    f"cloud.tiers: no price is known for {tier.model!r}; add it under "
+                    "cloud.prices in your policy (USD per 1M input/output tokens)"
+                )
+        tiers = tuple(
+            _cloud_transport(policy, api_key, api_base, model=t.model) for t in policy.cloud.tiers
+        )
         if not isinstance(ledger, Ledger):
             ledger = Ledger(ledger, store_content=policy.store_content, redact=secrets)
         self._gateway = Gateway(
             policy=policy,
             ledger=ledger,
-            prices=PriceBook(policy.cloud.prices),
+            prices=prices,
             cloud=cloud,
+            tiers=tiers,
             local_factory=_local_factory(policy, local),
             cache=_cache(policy, cache),
             classifier=classifier if classifier is not None else _classifier(policy),
@@ -154,21 +165,25 @@ class AsyncHybridClient(HybridClient):
         self.close()
 
 
-def _cloud_transport(policy: RoutingPolicy, api_key: str | None, api_base: str | None) -> Any:
-    """OpenAI's protocol over httpx where the model speaks it (``cloud.transport``), else litellm."""
+def _cloud_transport(
+    policy: RoutingPolicy, api_key: str | None, api_base: str | None, model: str | None = None
+) -> Any:
+    """OpenAI's protocol over httpx where the model speaks it (``cloud.transport``), else
+    litellm; ``model``: a cheaper tier's model instead of ``cloud.model`` (same endpoint)."""
+    model = model or policy.cloud.model
     if api_key is None and policy.cloud.api_key_env:
         api_key = os.environ.get(policy.cloud.api_key_env)
     from router._transports.openai_http import OpenAIHTTPTransport, speaks_openai
 
     kind = policy.cloud.transport
-    if kind == "openai" or (kind == "auto" and speaks_openai(policy.cloud.model)):
+    if kind == "openai" or (kind == "auto" and speaks_openai(model)):
         transport: type = OpenAIHTTPTransport
     else:
         from router._transports.cloud import CloudTransport
 
         transport = CloudTransport
     return transport(
-        model=policy.cloud.model,
+        model=model,
         api_base=api_base or policy.cloud.api_base,
         api_key=api_key,
         timeout_s=policy.cloud.timeout_s,

@@ -95,6 +95,19 @@ class _Outcome:
     cache_hit: bool = False
     deltas: Any = None
     """For a streamed answer: the opened delta stream (its first delta already arrived)."""
+    tier: str | None = None
+    """The cheaper cloud tier (its model) whose answer stood; None: the local or final model."""
+    tiers_usd: float = 0.0
+    """What the cheaper cloud tiers asked before the answering one cost (paid, not kept)."""
+    answer_usd: float | None = None
+    """What the answering tier cost, when it is a cheaper tier (else priced as ``cloud.model``)."""
+
+    def _with(self, local_seconds: float, confidence: float | None) -> _Outcome:
+        """An escalated outcome: the local try's compute and confidence go on its row."""
+        self.escalated = True
+        self.local_seconds = local_seconds
+        self.confidence = confidence
+        return self
 
     @classmethod
     def answer(
@@ -112,8 +125,10 @@ class _Step:
     """One backend call the plan asks for."""
 
     backend: str
-    """``local`` or ``cloud``."""
+    """``local``, ``cloud`` (``cloud.model``, the last tier) or ``tier`` (a cheaper one)."""
     stream: bool = False
+    tier: int = 0
+    """For ``tier``: the index into ``cloud.tiers``."""
 
 
 Plan = Generator[_Step, Any, _Outcome]
@@ -160,8 +175,15 @@ class Gateway:
         adapter_watcher: Any = None,
         adapter_hint: Callable[[], str | None] | None = None,
         secrets: tuple[str, ...] = (),
+        tiers: tuple[Any, ...] = (),
     ) -> None:
+        """``tiers``: one cloud transport per ``policy.cloud.tiers`` entry, in its order."""
+        if len(tiers) != len(policy.cloud.tiers):
+            raise ValueError(
+                f"{len(policy.cloud.tiers)} cloud tiers in the policy, {len(tiers)} transports"
+            )
         self.policy = policy
+        self.tiers = tiers
         self.ledger = ledger
         self.prices = prices
         self.cloud = cloud
@@ -234,6 +256,10 @@ class Gateway:
             )
         return dataclasses.replace(call.request, timeout=min(left, per_attempt))
 
+    def _tier_attempt(self, call: _Call) -> ChatRequest:
+        """A cheaper tier's request: the cloud attempt, asking for the logprobs it is judged by."""
+        return dataclasses.replace(self._cloud_attempt(call), logprobs=True)
+
     def _local_attempt(self, call: _Call) -> ChatRequest:
         assert call.request is not None
         left = call.remaining()
@@ -305,8 +331,14 @@ class Gateway:
         if self.cache is None or not self.cache.cacheable(request):
             return None
         for backend in decision.backends:
-            model, adapter = self._answerer(backend, request)
-            hit = self.cache.get(request, model=model, adapter_version=adapter, count=count)
+            identities = [self._answerer(backend, request)]
+            if backend == "cloud" and decision.route == "cascade":  # a cheaper tier's answer
+                tiers = [(f"cloud:{t.model}", None) for t in self.policy.cloud.tiers]
+                identities = tiers + identities
+            for model, adapter in identities:
+                hit = self.cache.get(request, model=model, adapter_version=adapter, count=count)
+                if hit is not None:
+                    break
             if hit is not None:
                 return _Outcome(
                     route="cache",
@@ -446,7 +478,11 @@ class Gateway:
             request.model, result.prompt_tokens, result.completion_tokens
         )
         local_cost = self.prices.local_cost(outcome.local_seconds, self.policy.local.usd_per_hour)
-        cost = {"cloud": local_cost + baseline, "local": local_cost}.get(outcome.route, 0.0)
+        answer_usd = baseline if outcome.answer_usd is None else outcome.answer_usd
+        cloud_cost = local_cost + outcome.tiers_usd + answer_usd
+        cost = {"cloud": cloud_cost, "local": local_cost}.get(outcome.route, 0.0)
+        if entry.attempts is not None and outcome.route == "cloud" and outcome.tier is None:
+            entry.attempts.append(_attempt("cloud", result.model or request.model, baseline))
         entry.route = outcome.route
         entry.reason = outcome.reason
         entry.score = outcome.score
@@ -467,6 +503,8 @@ class Gateway:
         self.ledger.record(entry)
         if self.cache is not None and not outcome.cache_hit and self.cache.cacheable(request):
             model, adapter = self._answerer(outcome.route, request)
+            if outcome.tier is not None:
+                model = f"cloud:{outcome.tier}"
             if outcome.route == "local":
                 adapter = result.adapter_version or adapter
             self.cache.put(request, result, model=model, adapter_version=adapter)
@@ -487,6 +525,8 @@ class Gateway:
         entry = call.entry
         entry.error_type = type(exc).__name__
         entry.error_message = self.redact(str(exc))[:500]
+        if entry.attempts:  # cheaper tiers answered (and were paid) before the failure
+            entry.cost_usd = sum(float(a.get("usd") or 0.0) for a in entry.attempts)
         entry.latency_ms = (time.perf_counter() - call.t0) * 1000
         try:
             self.ledger.record(entry)
@@ -511,10 +551,14 @@ class Gateway:
         if decision.route == "cloud":
             got = yield _Step("cloud", streaming)
             return _Outcome.answer("cloud", decision.reason, got, decision.score, streaming)
+        tiered = decision.route == "cascade" and bool(self.tiers)
         try:
             local = yield _Step("local", streaming)
         except LocalModelError as exc:
             self._fallback(call, decision, exc)  # re-raises when the decision pinned it local
+            if tiered:
+                call.entry.attempts = [_attempt("local", self.policy.local.model, error=exc)]
+                return (yield from self._up_the_tiers(call, decision, 0.0, None))
             got = yield _Step("cloud", streaming)
             outcome = _Outcome.answer("cloud", call.entry.reason, got, decision.score, streaming)
             outcome.escalated = True
@@ -524,6 +568,12 @@ class Gateway:
         kept, conf = self._after_local(call, decision, local)
         if kept is not None:
             return kept
+        if tiered:
+            local_usd = self.prices.local_cost(
+                local.compute_seconds, self.policy.local.usd_per_hour
+            )
+            call.entry.attempts = [_attempt("local", local.model, local_usd, confidence=conf)]
+            return (yield from self._up_the_tiers(call, decision, local.compute_seconds, conf))
         got = yield _Step("cloud", False)
         return _Outcome(
             "cloud",
@@ -534,6 +584,73 @@ class Gateway:
             escalated=True,
             local_seconds=local.compute_seconds,
         )
+
+    def _up_the_tiers(
+        self, call: _Call, decision: Decision, local_seconds: float, local_conf: float | None
+    ) -> Plan:
+        """Past the local model in an N-tier cascade: each cheaper cloud tier in order, whose
+        answer stands at or above its threshold, then ``cloud.model``. A tier that fails is
+        skipped; if the last tier fails, the latest paid tier answer is returned rather than
+        thrown away."""
+        attempts = call.entry.attempts
+        assert attempts is not None
+        spent = 0.0
+        paid: tuple[int, BackendResult, float] | None = None
+        for i, tier in enumerate(self.policy.cloud.tiers):
+            try:
+                got = yield _Step("tier", tier=i)
+            except CloudError as exc:
+                attempts.append(_attempt(tier.model, tier.model, error=exc))
+                continue
+            usd = self.prices.cloud_cost(tier.model, got.prompt_tokens, got.completion_tokens)
+            if got.token_logprobs is None:
+                self._warnings.warn(
+                    f"no-logprobs:{tier.model}",
+                    "cloud tier %s returned no logprobs, so none of its answers can stand; "
+                    "use a model that returns them or remove it from cloud.tiers",
+                    tier.model,
+                )
+            conf = answer_confidence(got.token_logprobs or [])
+            kept = got.token_logprobs is not None and conf >= tier.threshold
+            text = got.text if self.policy.store_content else None
+            attempts.append(
+                _attempt(tier.model, tier.model, usd, confidence=conf, kept=kept, answer=text)
+            )
+            if kept:
+                return self._tier_outcome(
+                    f"tier:{tier.model}>={tier.threshold:.2f}",
+                    got,
+                    decision,
+                    tier.model,
+                    spent,
+                    usd,
+                )._with(local_seconds, local_conf)
+            spent += usd
+            paid = (len(attempts) - 1, got, usd)
+            call.at("cloud", f"escalated:{tier.model}", escalated=True)
+        try:
+            got = yield _Step("cloud", False)
+        except CloudError as exc:
+            if paid is None:
+                raise
+            index, answer, usd = paid
+            attempts[index]["kept"] = True
+            attempts.append(_attempt("cloud", self.policy.cloud.model, error=exc))
+            model = str(attempts[index]["model"])
+            reason = f"fallback:{type(exc).__name__}:{model}"
+            outcome = self._tier_outcome(reason, answer, decision, model, spent - usd, usd)
+            return outcome._with(local_seconds, local_conf)
+        outcome = _Outcome("cloud", "escalated:low_confidence", got, decision.score)
+        outcome.tiers_usd = spent
+        return outcome._with(local_seconds, local_conf)
+
+    @staticmethod
+    def _tier_outcome(
+        reason: str, got: BackendResult, decision: Decision, model: str, spent: float, usd: float
+    ) -> _Outcome:
+        outcome = _Outcome("cloud", reason, got, decision.score, tier=model, answer_usd=usd)
+        outcome.tiers_usd = spent
+        return outcome
 
     def _drive(self, call: _Call, plan: Plan) -> _Outcome:
         sent: Any = None
@@ -564,6 +681,11 @@ class Gateway:
                 error = exc
 
     def _do(self, call: _Call, step: _Step) -> Any:
+        if step.backend == "tier":
+            tier = self.tiers[step.tier]
+            return self.retrier.call(
+                lambda: tier.complete(self._tier_attempt(call)), deadline=call.deadline
+            )
         if step.backend == "cloud":
             if step.stream:  # retried until the first delta arrives; later failures are final
                 return self.retrier.call(
@@ -578,6 +700,11 @@ class Gateway:
         return self.local().complete(self._local_attempt(call))
 
     async def _ado(self, call: _Call, step: _Step) -> Any:
+        if step.backend == "tier":
+            tier = self.tiers[step.tier]
+            return await self.retrier.acall(
+                lambda: tier.acomplete(self._tier_attempt(call)), deadline=call.deadline
+            )
         if step.backend == "cloud":
             if step.stream:
 
@@ -752,9 +879,10 @@ class Gateway:
 
     def close(self) -> None:
         self.shadow.close()
-        cloud_close = getattr(self.cloud, "close", None)
-        if callable(cloud_close):
-            cloud_close()
+        for transport in (self.cloud, *self.tiers):
+            cloud_close = getattr(transport, "close", None)
+            if callable(cloud_close):
+                cloud_close()
         closer = getattr(self._local, "close", None)
         if closer:
             closer()
@@ -769,6 +897,29 @@ class Gateway:
         if self.cache is not None and hasattr(self.cache, "close"):
             self.cache.close()
         self.ledger.flush()  # rows queued while the file was locked land before we return
+
+
+def _attempt(
+    tier: str,
+    model: str,
+    usd: float = 0.0,
+    *,
+    confidence: float | None = None,
+    kept: bool = True,
+    answer: str | None = None,
+    error: BaseException | None = None,
+) -> dict[str, Any]:
+    """One try of an N-tier cascade, as its row's ``attempts`` records it."""
+    out: dict[str, Any] = {"tier": tier, "model": model, "usd": usd, "kept": kept and not error}
+    if tier == "local":
+        out["kept"] = False  # a kept local answer is a plain local row, with no attempts
+    if confidence is not None:
+        out["confidence"] = round(confidence, 6)
+    if error is not None:
+        out["error"] = type(error).__name__
+    if answer is not None:
+        out["answer"] = answer
+    return out
 
 
 def _closed_client() -> Any:

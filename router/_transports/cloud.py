@@ -281,6 +281,22 @@ def _tool_calls(message: Any) -> list[dict[str, Any]] | None:
     return [c.model_dump() if hasattr(c, "model_dump") else dict(c) for c in calls]
 
 
+def token_logprobs(scores: Any) -> list[float] | None:
+    """The chosen tokens' logprobs from OpenAI's ``choices[0].logprobs`` (dicts or SDK objects);
+    None when the answer carries none (not asked for, or a provider that does not return them)."""
+    content = (
+        scores.get("content") if isinstance(scores, dict) else getattr(scores, "content", None)
+    )
+    if not content:
+        return None
+    values = []
+    for item in content:
+        value = item.get("logprob") if isinstance(item, dict) else getattr(item, "logprob", None)
+        if isinstance(value, int | float):
+            values.append(min(float(value), 0.0))
+    return values or None
+
+
 class CloudTransport:
     """Sends a request to a cloud model through litellm; one try, typed errors.
 
@@ -374,6 +390,7 @@ class CloudTransport:
             "tools": [dict(t) for t in request.tools] if request.tools else None,
             "tool_choice": request.tool_choice,
             "response_format": request.response_format,
+            "logprobs": True if request.logprobs else None,
         }
         kwargs.update({k: v for k, v in optional.items() if v is not None})
         if stream:
@@ -399,6 +416,7 @@ class CloudTransport:
                 compute_seconds=0.0,
                 cost_usd=float(cost) if cost is not None else None,
                 tool_calls=_tool_calls(message),
+                token_logprobs=token_logprobs(getattr(choice, "logprobs", None)),
             )
         except (AttributeError, IndexError, TypeError, ValueError) as exc:
             raise CloudServerError(
@@ -506,6 +524,7 @@ class CloudTransport:
 
 __all__ = [
     "CloudTransport",
+    "token_logprobs",
     "check_settings",
     "count_tokens",
     "error_for_status",

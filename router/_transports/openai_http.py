@@ -32,6 +32,7 @@ from router._transports.cloud import (
     error_for_status,
     finish_reason,
     parse_retry_after,
+    token_logprobs,
     usual_key_env,
 )
 from router.errors import CloudConnectionError, CloudError, CloudServerError, CloudTimeout
@@ -139,6 +140,7 @@ class OpenAIHTTPTransport:
             "tools": list(request.tools) if request.tools else None,
             "tool_choice": request.tool_choice,
             "response_format": request.response_format,
+            "logprobs": True if request.logprobs else None,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         if stream:
@@ -193,6 +195,7 @@ class OpenAIHTTPTransport:
                 completion_tokens=int(usage.get("completion_tokens") or 0),
                 model=str(data.get("model") or self.model),
                 tool_calls=message.get("tool_calls") or None,
+                token_logprobs=token_logprobs(choice.get("logprobs")),
             )
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise CloudServerError(

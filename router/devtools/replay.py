@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import select
 import socket
@@ -151,12 +152,21 @@ class ReplayCloud:
         require_api_key: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        models: Mapping[str, Mapping[str, tuple[str, float]]] | None = None,
     ) -> None:
         if latency_ms < 0:
             raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port}")
         self.answers: dict[str, str] = {k.strip(): v for k, v in (answers or {}).items()}
+        self.models: dict[str, dict[str, tuple[str, float]]] = {
+            model: {k.strip(): (str(a), float(c)) for k, (a, c) in table.items()}
+            for model, table in (models or {}).items()
+        }
+        """Other models' answers (a cheaper cloud tier): ``{model: {prompt: (answer,
+        confidence)}}``; a request naming such a model is answered from its table, with
+        logprobs whose geometric mean is that confidence. Other prompts fall back to
+        ``answers`` at confidence 1."""
         self.model = model
         self.latency_ms = float(latency_ms)
         self.default_answer = default_answer
@@ -303,6 +313,15 @@ class ReplayCloud:
 
     # -- answering -------------------------------------------------------------------------
 
+    def lookup_scored(self, messages: list[dict[str, Any]], model: str) -> tuple[str, float]:
+        """``(answer, confidence)`` for ``model``: its own table first, then :meth:`lookup`."""
+        table = self.models.get(model)
+        if table:
+            hit = table.get(last_user_text(messages).strip())
+            if hit is not None:
+                return hit
+        return self.lookup(messages), 1.0
+
     def lookup(self, messages: list[dict[str, Any]]) -> str:
         """The recorded answer for a conversation, keyed by its last user message.
 
@@ -338,6 +357,18 @@ def _truncate(text: str, *, max_tokens: int | None, stop: list[str]) -> tuple[st
         if len(tokens) > max_tokens:
             return enc.decode(tokens[:max_tokens]), "length"
     return text, "stop"
+
+
+def _logprobs(text: str, confidence: float) -> dict[str, Any]:
+    """OpenAI's ``choices[0].logprobs`` for ``text``: every piece at ``log(confidence)``, so the
+    geometric-mean token probability (hybridgate's confidence) is ``confidence``."""
+    value = math.log(max(confidence, 1e-12))
+    pieces = list(_stream_pieces(text)) or [""]
+    return {
+        "content": [
+            {"token": p, "logprob": value, "bytes": None, "top_logprobs": []} for p in pieces
+        ]
+    }
 
 
 def _stream_pieces(text: str) -> Iterator[str]:
@@ -516,8 +547,9 @@ def _make_handler(cloud: ReplayCloud) -> type[BaseHTTPRequestHandler]:
                 raise _ApiError(
                     400, "'messages' must be a non-empty list", "invalid_request_error", None
                 )
+            model = str(body.get("model") or cloud.model)
             try:
-                answer = cloud.lookup(messages)
+                answer, conf = cloud.lookup_scored(messages, model)
             except KeyError as exc:
                 raise _ApiError(
                     404,
@@ -529,7 +561,6 @@ def _make_handler(cloud: ReplayCloud) -> type[BaseHTTPRequestHandler]:
             stop = body.get("stop") or []
             stop = [stop] if isinstance(stop, str) else list(stop)
             text, finish = _truncate(answer, max_tokens=max_tokens, stop=stop)
-            model = str(body.get("model") or cloud.model)
             usage = {
                 "prompt_tokens": count_prompt_tokens(messages),
                 "completion_tokens": count_text_tokens(text),
@@ -552,7 +583,7 @@ def _make_handler(cloud: ReplayCloud) -> type[BaseHTTPRequestHandler]:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": text},
-                        "logprobs": None,
+                        "logprobs": _logprobs(text, conf) if body.get("logprobs") else None,
                         "finish_reason": finish,
                     }
                 ],

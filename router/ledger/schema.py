@@ -53,6 +53,10 @@ class LedgerEntry:
     tags: dict[str, str] | None = None
     tenant: str | None = None
     """The authenticated tenant (``hybridgate serve --keys``); None in-process."""
+    attempts: list[dict] | None = None
+    """An N-tier cascade's tries in order, one ``{tier, model, confidence, usd, kept}`` each
+    (``error`` for a failed try, ``answer`` when content is stored): which tier answered and
+    what each cost. None for a request that never reached a cheaper cloud tier."""
 
 
 @dataclass
@@ -102,11 +106,12 @@ _ENTRY_COLUMNS: tuple[str, ...] = (
     "answer",
     "tags",
     "tenant",
+    "attempts",
 )
 _INSERT_SQL = "INSERT INTO requests ({}) VALUES ({})".format(
     ", ".join(f'"{c}"' for c in _ENTRY_COLUMNS), ", ".join("?" * len(_ENTRY_COLUMNS))
 )
-ADDED_COLUMNS: dict[str, int] = {"tenant": 3}
+ADDED_COLUMNS: dict[str, int] = {"tenant": 3, "attempts": 4}
 """Entry columns added by a later migration -> its version: older files lack them until then."""
 
 
@@ -133,6 +138,7 @@ def _row_to_entry(row: tuple[Any, ...]) -> LedgerEntry:
         values[flag] = bool(values[flag])
     values["messages"] = _from_json(values["messages"])
     values["tags"] = _from_json(values["tags"])
+    values["attempts"] = _from_json(values["attempts"])
     return LedgerEntry(**values)
 
 
@@ -214,6 +220,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE requests ADD COLUMN tenant TEXT",
             "CREATE INDEX requests_tenant_ts ON requests (tenant, ts)",
         ),
+    ),
+    Migration(
+        version=4,
+        description="requests.attempts: each tier an N-tier cascade asked (JSON), for tune/report",
+        statements=("ALTER TABLE requests ADD COLUMN attempts TEXT",),
     ),
 )
 """Ordered schema steps. Append new ones (version = previous + 1); never edit old ones."""

@@ -131,6 +131,15 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"{uri}?mode=ro&immutable=1", **kw)
 
 
+def _attempts(attempts: list[dict] | None, content: bool) -> list[dict] | None:
+    """A row's tier tries as stored: a tier's answer text only where content is kept."""
+    if not attempts:
+        return None
+    if content:
+        return [dict(a) for a in attempts]
+    return [{k: v for k, v in a.items() if k != "answer"} for a in attempts]
+
+
 def _flush_at_exit(ref: weakref.ReferenceType[Ledger]) -> None:
     """At interpreter exit, write (or spill) rows still queued by an unclosed ledger."""
     ledger = ref()
@@ -339,6 +348,7 @@ class Ledger:
             scrub(entry.answer) if content else None,
             as_json(entry.tags),
             scrub(entry.tenant),
+            as_json(_attempts(entry.attempts, content)),
         )
 
     def record(self, entry: LedgerEntry) -> None:

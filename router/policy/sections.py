@@ -144,6 +144,68 @@ def parse_prices(value: Any, *, path: tuple[str, ...] = ("cloud", "prices")) -> 
     return ReadOnlyDict(out)
 
 
+# ----------------------------------------------------------------------------- cloud tiers
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloudTier:
+    """A cheaper cloud model a cascade asks before ``cloud.model`` (an N-tier cascade).
+
+    Its answer stands when its confidence (the geometric-mean token probability of the
+    ``logprobs`` it returns, the score the local tier uses) is at least ``threshold``; else the
+    next tier is asked, and ``cloud.model`` last, whose answer always stands.
+
+    >>> CloudTier(model="gpt-4o-mini", threshold=0.9).threshold
+    0.9
+    """
+
+    model: str
+    threshold: float = 0.9
+    """Keep this tier's answer at or above this confidence; ``hybridgate tune`` sets it."""
+
+    def __post_init__(self) -> None:
+        store(self, "model", string(("model",), self.model))
+        store(self, "threshold", number(("threshold",), self.threshold, lo=0, hi=1))
+
+
+def parse_tiers(value: Any, *, final: str, path: tuple[str, ...] = ("cloud", "tiers")) -> tuple:
+    """``(CloudTier, ...)`` from tier objects or ``{model, threshold}`` mappings, in order.
+
+    Raises:
+        PolicyError: Not a list, a bad entry, a repeated model, or ``cloud.model`` itself
+            listed (it is the last tier already); the message names ``cloud.tiers[i]``.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, (str, Mapping)) or not isinstance(value, (list, tuple)):
+        raise FieldError(path, f"must be a list of {{model, threshold}} entries, got {show(value)}")
+    out: list[CloudTier] = []
+    for i, tier in enumerate(value):
+        here = (*path[:-1], f"{path[-1]}[{i}]")
+        if not isinstance(tier, CloudTier):
+            if not isinstance(tier, Mapping):
+                raise FieldError(
+                    here, f"must be a mapping with model and threshold, got {show(tier)}"
+                )
+            check_keys(CloudTier, tier, here)
+            if "model" not in tier:
+                raise FieldError((*here, "model"), "is required (the cloud model this tier asks)")
+            try:
+                tier = CloudTier(**tier)
+            except FieldError as exc:
+                raise exc.at(source=None, prefix=here) from None
+        if tier.model == final:
+            raise FieldError(
+                (*here, "model"),
+                f"{final!r} is cloud.model, the last tier already; list only the cheaper models "
+                "asked before it",
+            )
+        if any(t.model == tier.model for t in out):
+            raise FieldError((*here, "model"), f"{tier.model!r} is listed twice")
+        out.append(tier)
+    return tuple(out)
+
+
 # ----------------------------------------------------------------------------- sections
 
 
@@ -186,6 +248,10 @@ class CloudConfig:
     prices: Mapping[str, ModelPrice] = field(default_factory=ReadOnlyDict)
     """Per-model USD prices (read-only); models not listed fall back to litellm's price table.
     ``PriceBook(policy.cloud.prices)`` is the ledger's price book."""
+    tiers: tuple[CloudTier, ...] = ()
+    """Cheaper models a cascade asks, in order, after the local model and before ``model``
+    (each with its threshold; same api_base, key and transport as ``model``). Empty (the
+    default): the two-tier cascade, local then ``model``."""
 
     def __post_init__(self) -> None:
         s = self._section
@@ -222,6 +288,7 @@ class CloudConfig:
                 also=((s, "backoff_base_s"),),
             )
         store(self, "prices", parse_prices(self.prices))
+        store(self, "tiers", parse_tiers(self.tiers, final=self.model))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -734,6 +801,7 @@ __all__ = [
     "BudgetConfig",
     "CacheSettings",
     "CloudConfig",
+    "CloudTier",
     "DistillSettings",
     "LocalConfig",
     "ModelPrice",
@@ -743,4 +811,5 @@ __all__ = [
     "Thresholds",
     "build_policy",
     "parse_prices",
+    "parse_tiers",
 ]
