@@ -117,6 +117,11 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated LoRA modules",
     )
     p.add_argument("--top-layers", type=int, help="LoRA on the top N layers only (default: all)")
+    p.add_argument(
+        "--no-frozen-cache",
+        action="store_true",
+        help="recompute the frozen bottom layers every step (the anchor for the cache's speed-up)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument(
@@ -215,8 +220,9 @@ def cascade_costs(
     if args.rows_out:  # per-row evidence for benchmarks/tune_guarantee.py
         args.rows_out.parent.mkdir(parents=True, exist_ok=True)
         with open(args.rows_out, "w", encoding="utf-8") as f:
-            for k, v, sec, (pt, at) in zip(ok, conf, seconds, tokens, strict=True):
-                row = {"label": k, "score": v, "local_seconds": sec}
+            texts = [e.messages[-1]["content"] for e in heldout]
+            for k, v, sec, (pt, at), text in zip(ok, conf, seconds, tokens, texts, strict=True):
+                row = {"label": k, "score": v, "local_seconds": sec, "text": text}
                 f.write(json.dumps({**row, "prompt_tokens": pt, "answer_tokens": at}) + "\n")
     prices = PriceBook()
     order = np.random.default_rng(args.seed).permutation(len(y))
@@ -335,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         alpha=2 * args.rank,
         target_modules=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
         top_layers=args.top_layers,
+        frozen_cache=not args.no_frozen_cache,
         lr=args.lr,
         epochs=args.epochs,
         batch_size=args.batch_size,

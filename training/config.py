@@ -51,6 +51,9 @@ class LoraTrainingConfig:
     top_layers: int | None = None
     """Adapt only the top N transformer layers (None: all). The backward pass then stops at
     layer N from the top, and the layers below run without autograd: a step costs less."""
+    frozen_cache: bool = True
+    """With ``top_layers``: compute the frozen layers' output once per example and train on it
+    (``training.lora.FrozenLayers``) instead of recomputing it every step of every epoch."""
     lr: float = 2e-4
     """Peak learning rate (AdamW) reached after warmup."""
     weight_decay: float = 0.0

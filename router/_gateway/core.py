@@ -480,9 +480,8 @@ class Gateway:
         local_cost = self.prices.local_cost(outcome.local_seconds, self.policy.local.usd_per_hour)
         answer_usd = baseline if outcome.answer_usd is None else outcome.answer_usd
         cloud_cost = local_cost + outcome.tiers_usd + answer_usd
+        local_cost += outcome.tiers_usd if outcome.route == "local" else 0.0  # explored
         cost = {"cloud": cloud_cost, "local": local_cost}.get(outcome.route, 0.0)
-        if entry.attempts is not None and outcome.route == "cloud" and outcome.tier is None:
-            entry.attempts.append(_attempt("cloud", result.model or request.model, baseline))
         entry.route = outcome.route
         entry.reason = outcome.reason
         entry.score = outcome.score
@@ -566,14 +565,29 @@ class Gateway:
         if streaming:  # routed local: the answer stands
             return _Outcome.answer("local", decision.reason, local, decision.score, True)
         kept, conf = self._after_local(call, decision, local)
-        if kept is not None:
+        explore = tiered and self._explore()
+        if kept is not None and not explore:
             return kept
         if tiered:
             local_usd = self.prices.local_cost(
                 local.compute_seconds, self.policy.local.usd_per_hour
             )
-            call.entry.attempts = [_attempt("local", local.model, local_usd, confidence=conf)]
-            return (yield from self._up_the_tiers(call, decision, local.compute_seconds, conf))
+            text = local.text if self.policy.store_content else None
+            call.entry.attempts = [
+                _attempt(
+                    "local",
+                    local.model,
+                    local_usd,
+                    confidence=conf,
+                    kept=kept is not None,
+                    answer=text,
+                )
+            ]
+            return (
+                yield from self._up_the_tiers(
+                    call, decision, local.compute_seconds, conf, standing=kept, explore=explore
+                )
+            )
         got = yield _Step("cloud", False)
         return _Outcome(
             "cloud",
@@ -585,13 +599,29 @@ class Gateway:
             local_seconds=local.compute_seconds,
         )
 
+    def _explore(self) -> bool:
+        """Ask every tier of this cascade request (``shadow.rate`` of them): the labels each
+        tier's threshold is tuned on, from a random sample of the traffic rather than only
+        from requests every tier was unsure of. The caller still gets the first answer that
+        stands; the row pays, and records, every try."""
+        rate = self.policy.shadow.rate
+        return rate > 0 and self._rng.random() < rate
+
     def _up_the_tiers(
-        self, call: _Call, decision: Decision, local_seconds: float, local_conf: float | None
+        self,
+        call: _Call,
+        decision: Decision,
+        local_seconds: float,
+        local_conf: float | None,
+        *,
+        standing: _Outcome | None = None,
+        explore: bool = False,
     ) -> Plan:
         """Past the local model in an N-tier cascade: each cheaper cloud tier in order, whose
         answer stands at or above its threshold, then ``cloud.model``. A tier that fails is
         skipped; if the last tier fails, the latest paid tier answer is returned rather than
-        thrown away."""
+        thrown away. ``explore``: ask every tier even after an answer stands (``standing``:
+        the local one), and return the first that stood."""
         attempts = call.entry.attempts
         assert attempts is not None
         spent = 0.0
@@ -611,38 +641,54 @@ class Gateway:
                     tier.model,
                 )
             conf = answer_confidence(got.token_logprobs or [])
-            kept = got.token_logprobs is not None and conf >= tier.threshold
+            kept = standing is None and got.token_logprobs is not None and conf >= tier.threshold
             text = got.text if self.policy.store_content else None
             attempts.append(
                 _attempt(tier.model, tier.model, usd, confidence=conf, kept=kept, answer=text)
             )
             if kept:
-                return self._tier_outcome(
-                    f"tier:{tier.model}>={tier.threshold:.2f}",
-                    got,
-                    decision,
-                    tier.model,
-                    spent,
-                    usd,
-                )._with(local_seconds, local_conf)
+                reason = f"tier:{tier.model}>={tier.threshold:.2f}"
+                standing = self._tier_outcome(reason, got, decision, tier.model, spent, usd)
+                standing._with(local_seconds, local_conf)
+                if not explore:
+                    return standing
+                continue
             spent += usd
-            paid = (len(attempts) - 1, got, usd)
-            call.at("cloud", f"escalated:{tier.model}", escalated=True)
+            if standing is None:
+                paid = (len(attempts) - 1, got, usd)
+                call.at("cloud", f"escalated:{tier.model}", escalated=True)
+        assert call.request is not None
         try:
             got = yield _Step("cloud", False)
         except CloudError as exc:
+            attempts.append(_attempt("cloud", self.policy.cloud.model, error=exc))
+            if standing is not None:
+                return self._explored(standing, spent)
             if paid is None:
                 raise
             index, answer, usd = paid
             attempts[index]["kept"] = True
-            attempts.append(_attempt("cloud", self.policy.cloud.model, error=exc))
             model = str(attempts[index]["model"])
             reason = f"fallback:{type(exc).__name__}:{model}"
             outcome = self._tier_outcome(reason, answer, decision, model, spent - usd, usd)
             return outcome._with(local_seconds, local_conf)
+        final_usd = self.prices.cloud_cost(
+            call.request.model, got.prompt_tokens, got.completion_tokens
+        )
+        text = got.text if self.policy.store_content else None
+        model = got.model or call.request.model
+        attempts.append(_attempt("cloud", model, final_usd, kept=standing is None, answer=text))
+        if standing is not None:
+            return self._explored(standing, spent + final_usd)
         outcome = _Outcome("cloud", "escalated:low_confidence", got, decision.score)
         outcome.tiers_usd = spent
         return outcome._with(local_seconds, local_conf)
+
+    @staticmethod
+    def _explored(standing: _Outcome, others_usd: float) -> _Outcome:
+        """The answer that stood, carrying what every other cloud try cost (exploration)."""
+        standing.tiers_usd = others_usd
+        return standing
 
     @staticmethod
     def _tier_outcome(
@@ -911,8 +957,6 @@ def _attempt(
 ) -> dict[str, Any]:
     """One try of an N-tier cascade, as its row's ``attempts`` records it."""
     out: dict[str, Any] = {"tier": tier, "model": model, "usd": usd, "kept": kept and not error}
-    if tier == "local":
-        out["kept"] = False  # a kept local answer is a plain local row, with no attempts
     if confidence is not None:
         out["confidence"] = round(confidence, 6)
     if error is not None:

@@ -25,7 +25,8 @@ def report(
     by: str = typer.Option(
         "route",
         "--by",
-        help="Group by day, route, model, class (traffic class: system prompt), tenant, or none.",
+        help="Group by day, route, model, class (traffic class: system prompt), tenant, tier "
+        "(the cascade tier that answered, and what each tier's tries cost), or none.",
     ),
     fmt: str = typer.Option("table", "--format", "-f", help="table, json or csv."),
     plot: Path | None = typer.Option(None, "--plot", help="Also write a PNG chart here."),
@@ -39,6 +40,7 @@ def report(
         serving_status_lines,
         shadow_line,
         summarize,
+        tier_lines,
         to_csv,
         to_json,
         unpaid_lines,
@@ -68,7 +70,7 @@ def report(
     else:
         console().print(render_table(rep))
         typer.echo(shadow_line(shadow))
-        for line in unpaid_lines(rep):
+        for line in [*tier_lines(rep), *unpaid_lines(rep)]:
             typer.echo(line)
     for line in serving_status_lines(policy_path()):  # why the adapter serves what
         typer.echo(line, err=fmt != "table")  # json/csv stay machine-readable on stdout

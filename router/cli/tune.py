@@ -17,7 +17,10 @@ def tune(
         0.97, "--target-quality", help="Quality to keep, relative to all-cloud (0-1]."
     ),
     what: str = typer.Option(
-        "route", "--what", help="route (classifier threshold) or cascade (confidence threshold)."
+        "route",
+        "--what",
+        help="route (classifier threshold), cascade (confidence threshold) or tiers (every "
+        "threshold of an N-tier cascade, jointly).",
     ),
     csv_path: Path | None = typer.Option(
         None,
@@ -63,12 +66,15 @@ def tune(
     from router.tuning.retune import labelled_from_csv, labelled_from_ledger, retune
     from router.tuning.sweep import format_choice, format_curve, plot_curve
 
-    if what not in ("route", "cascade"):
-        fail(f"--what must be route or cascade, got {what!r}")
+    if what not in ("route", "cascade", "tiers"):
+        fail(f"--what must be route, cascade or tiers, got {what!r}")
     if not 0 < delta < 1:
         fail(f"--delta must be between 0 and 1 (exclusive), got {delta!r}")
     pol = load_policy(policy)
     out_path = out or policy_path()
+    if what == "tiers":
+        _tune_tiers(pol, csv_path, ledger, target_quality, delta, fresh, min_labels, out_path)
+        return
     try:
         if csv_path:
             data = labelled_from_csv(csv_path)
@@ -98,6 +104,46 @@ def tune(
     if plot:
         plot_curve(tuned.result, plot)
         typer.echo(f"wrote {plot}")
+
+
+def _tune_tiers(
+    pol: object,
+    csv_path: Path | None,
+    ledger: str | None,
+    target_quality: float,
+    delta: float,
+    fresh: int | None,
+    min_labels: int | None,
+    out_path: Path,
+) -> None:
+    """``tune --what tiers``: every threshold of the N-tier cascade at once."""
+    from router.errors import HybridGateError
+    from router.ledger import Ledger
+    from router.policy import save_policy
+    from router.tuning.tiers import (
+        tier_data_from_csv,
+        tier_data_from_ledger,
+        tune_tiers,
+        tuned_policy,
+    )
+
+    try:
+        if csv_path:
+            data = tier_data_from_csv(csv_path)
+        else:
+            with Ledger(ledger_path(ledger)) as led:
+                data = tier_data_from_ledger(led)
+        n = len(data.final_usd)
+        if min_labels is not None and n < min_labels:
+            raise ValueError(f"only {n} requests went up every tier; --min-labels is {min_labels}")
+        choice = tune_tiers(data, target_quality=target_quality, delta=delta, fresh=fresh)
+        tuned = tuned_policy(pol, choice)
+    except (ValueError, HybridGateError) as exc:
+        fail(str(exc))
+    for line in choice.lines():
+        typer.echo(line)
+    save_policy(tuned, out_path)
+    typer.echo(f"wrote {out_path}")
 
 
 @bench_app.command("router")

@@ -27,7 +27,7 @@ from router.ledger import LedgerEntry
 if TYPE_CHECKING:
     from rich.table import Table
 
-GROUPINGS: tuple[str | None, ...] = (None, "day", "route", "model", "class", "tenant")
+GROUPINGS: tuple[str | None, ...] = (None, "day", "route", "model", "class", "tenant", "tier")
 """Accepted values of ``summarize(by=...)``."""
 
 LOCAL_ROUTES = frozenset({"local", "cache"})
@@ -73,6 +73,24 @@ class Report:
     by: str | None
     totals: ReportGroup
     groups: list[ReportGroup] = field(default_factory=list)
+    tiers: list[TierSpend] = field(default_factory=list)
+    """With ``by="tier"``: what each tier's tries cost, kept or not (the price of a cascade)."""
+
+
+@dataclass
+class TierSpend:
+    """One cascade tier over a report's rows: how often it was tried, kept, and what it cost."""
+
+    tier: str
+    """``local``, or the cloud model asked."""
+    tries: int = 0
+    kept: int = 0
+    """Tries whose answer was returned."""
+    errors: int = 0
+    usd: float = 0.0
+    """What all its tries cost, the discarded ones included."""
+    kept_share: float = 0.0
+    """``kept / tries``."""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -116,7 +134,56 @@ _KEYS: dict[str, Callable[[LedgerEntry], str]] = {
     "model": lambda e: e.model or "(none)",
     "class": class_key,
     "tenant": lambda e: e.tenant or "(none)",
+    "tier": lambda e: answering_tier(e),
 }
+
+
+def answering_tier(entry: LedgerEntry) -> str:
+    """Which tier's answer a row returned: ``local``, the cloud model, ``cache`` or ``none``."""
+    if entry.route in ("local", "cache", "none"):
+        return entry.route
+    for attempt in entry.attempts or ():
+        if attempt.get("kept"):
+            return str(attempt.get("model") or "(none)")
+    return entry.model or "(none)"
+
+
+def _tries(entry: LedgerEntry) -> list[dict[str, Any]]:
+    """A row's tries: recorded for an N-tier cascade; derived for the two-tier one (an
+    escalated row paid the local try, ``cost - baseline``, and the cloud's, ``baseline``)."""
+    if entry.attempts:
+        return list(entry.attempts)
+    if entry.route == "local":
+        return [{"tier": "local", "usd": entry.cost_usd, "kept": entry.error_type is None}]
+    if entry.route != "cloud":
+        return []
+    tries = []
+    if entry.escalated:
+        local_usd = max(entry.cost_usd - entry.baseline_cost_usd, 0.0)
+        tries.append({"tier": "local", "usd": local_usd, "kept": False})
+    kept = entry.error_type is None
+    usd = entry.baseline_cost_usd if entry.escalated else entry.cost_usd
+    tries.append({"tier": "cloud", "model": entry.model, "usd": usd, "kept": kept})
+    if not kept:
+        tries[-1]["error"] = entry.error_type
+    return tries
+
+
+def tier_spend(rows: Iterable[LedgerEntry]) -> list[TierSpend]:
+    """Per tier (local first, then cloud models by spend): tries, answers kept, USD paid."""
+    out: dict[str, TierSpend] = {}
+    for e in rows:
+        for t in _tries(e):
+            name = "local" if t.get("tier") == "local" else str(t.get("model") or "(cloud)")
+            spend = out.setdefault(name, TierSpend(name))
+            spend.tries += 1
+            spend.kept += bool(t.get("kept"))
+            spend.errors += bool(t.get("error"))
+            spend.usd += float(t.get("usd") or 0.0)
+    for spend in out.values():
+        spend.kept_share = spend.kept / spend.tries if spend.tries else 0.0
+    local = [out.pop("local")] if "local" in out else []
+    return local + sorted(out.values(), key=lambda t: t.usd)
 
 
 def _group(key: str, rows: Iterable[LedgerEntry]) -> ReportGroup:
@@ -151,7 +218,8 @@ def summarize(rows: list[LedgerEntry], *, by: str | None = "route") -> Report:
     Args:
         rows: Entries, e.g. ``ledger.rows(since=...)``.
         by: ``"day"`` (UTC), ``"route"``, ``"model"``, ``"class"`` (traffic class: the system
-            prompt), ``"tenant"`` (``hybridgate serve --keys``) or ``None`` (totals only).
+            prompt), ``"tenant"`` (``hybridgate serve --keys``), ``"tier"`` (the cascade tier
+            that answered, plus each tier's spend in ``tiers``) or ``None`` (totals only).
 
     Returns:
         The report; groups sorted by key.
@@ -161,8 +229,8 @@ def summarize(rows: list[LedgerEntry], *, by: str | None = "route") -> Report:
     """
     if by not in GROUPINGS:
         raise ValueError(
-            f"cannot group a report by {by!r}: use one of day, route, model, class (or None for "
-            "totals)"
+            f"cannot group a report by {by!r}: use one of day, route, model, class, tenant, tier "
+            "(or None for totals)"
         )
     totals = _group("total", rows)
     groups: list[ReportGroup] = []
@@ -172,7 +240,8 @@ def summarize(rows: list[LedgerEntry], *, by: str | None = "route") -> Report:
         for e in rows:
             buckets.setdefault(keyfn(e), []).append(e)
         groups = [_group(k, buckets[k]) for k in sorted(buckets)]
-    return Report(by=by, totals=totals, groups=groups)
+    tiers = tier_spend(rows) if by == "tier" else []
+    return Report(by=by, totals=totals, groups=groups, tiers=tiers)
 
 
 # --------------------------------------------------------------------------- output
@@ -235,6 +304,16 @@ def render_table(report: Report) -> Table:
         table.add_row(g.key, *cells(g), style=None if g.local_pays is not False else "red")
     table.add_row("total", *cells(report.totals), style="bold")
     return table
+
+
+def tier_lines(report: Report) -> list[str]:
+    """Under a ``--by tier`` table: each tier's tries, answers kept and spend."""
+    total = sum(t.usd for t in report.tiers) or 1.0
+    return [
+        f"tier {t.tier}: {t.tries} tries, {t.kept} answers kept ({100 * t.kept_share:.1f}%), "
+        f"{t.errors} failed, ${t.usd:.4f} ({100 * t.usd / total:.1f}% of spend)"
+        for t in report.tiers
+    ]
 
 
 def unpaid_lines(report: Report) -> list[str]:
@@ -418,6 +497,8 @@ __all__ = [
     "LOCAL_ROUTES",
     "Report",
     "ReportGroup",
+    "TierSpend",
+    "answering_tier",
     "parse_since",
     "percentile",
     "plot",
@@ -428,6 +509,8 @@ __all__ = [
     "shadow_line",
     "class_key",
     "summarize",
+    "tier_lines",
+    "tier_spend",
     "to_csv",
     "to_json",
     "unpaid_lines",

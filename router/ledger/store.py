@@ -638,17 +638,19 @@ class Ledger:
             tenant: Count only this tenant's rows (its own budget); None -> every row.
 
         Returns:
-            Sum of ``cost_usd`` over cloud rows.
+            Sum of ``cost_usd`` over cloud rows, and over local rows whose cascade also asked
+            cloud tiers (``attempts``: an explored request).
         """
         if tenant is None:
             row = self._query(
-                "SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE route = 'cloud' AND ts >= ?",
+                "SELECT COALESCE(SUM(cost_usd), 0) FROM requests "
+                "WHERE (route = 'cloud' OR attempts IS NOT NULL) AND ts >= ?",
                 (float(since),),
             )
         else:
             row = self._query(
                 "SELECT COALESCE(SUM(cost_usd), 0) FROM requests "
-                "WHERE tenant = ? AND route = 'cloud' AND ts >= ?",
+                "WHERE tenant = ? AND (route = 'cloud' OR attempts IS NOT NULL) AND ts >= ?",
                 (tenant, float(since)),
             )
         return float(row[0][0])

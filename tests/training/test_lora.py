@@ -212,3 +212,33 @@ def test_top_layers_puts_adapters_on_the_top_layers_only(tiny_model_dir: Path, t
     assert layers == {"1"}
     with pytest.raises(ValueError, match="top_layers"):
         LoraTrainingConfig(top_layers=0)
+
+
+def test_frozen_layer_cache_trains_the_same_adapter(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Training the top layers on the frozen layers' cached output matches recomputing it:
+    exactly with float32 storage, to float16 rounding with the default storage."""
+    from safetensors.torch import load_file
+
+    import training.lora
+
+    base = {**FAST.to_dict(), "top_layers": 1, "epochs": 2, "dropout": 0.0}
+    examples = make_examples(12)
+
+    def train(name: str, cache: bool) -> dict:
+        cfg = LoraTrainingConfig(**{**base, "frozen_cache": cache})
+        res = train_lora(
+            str(tiny_model_dir), examples, cfg, output_dir=tmp_path / name, progress=False
+        )
+        return load_file(str(res.adapter_dir / "adapter_model.safetensors"))
+
+    plain = train("plain", False)
+    half = train("half", True)
+    monkeypatch.setattr(training.lora, "FROZEN_STORE_HALF", False)
+    exact = train("exact", True)
+    assert half.keys() == plain.keys() == exact.keys() and all("layers.1." in k for k in plain)
+    for k in plain:
+        scale = plain[k].abs().max().item() or 1.0
+        assert (exact[k] - plain[k]).abs().max().item() <= 1e-5 * scale, k
+        assert (half[k] - plain[k]).abs().max().item() <= 1e-2 * scale, k

@@ -201,3 +201,117 @@ def test_bad_tier_settings_are_refused_naming_the_field(replay):
     )
     with pytest.raises(PolicyError, match="no price is known for 'nope-1'"):
         HybridClient(policy=unpriced, ledger=":memory:")
+
+
+def test_report_by_tier_prices_each_tier_including_discarded_tries(replay, tmp_path):
+    from typer.testing import CliRunner
+
+    from router.cli import app
+    from router.ledger.reports import summarize
+
+    sure = MockTransport(
+        lambda r: BackendResult(text="4", model="smollm2", compute_seconds=0.5, token_logprobs=[0])
+    )
+    with client(replay, tmp_path) as c:
+        c.chat.completions.create(**ask(SURE))  # local unsure -> mini keeps
+        c.chat.completions.create(**ask(UNSURE))  # local -> mini unsure -> gpt-4o
+        rows = c.ledger.rows()
+    with client(replay, tmp_path / "two", local=sure) as c:
+        c.chat.completions.create(**ask(SURE))  # a plain local answer, no attempts
+        rows += c.ledger.rows()
+    rep = summarize(rows, by="tier")
+    assert {g.key: g.requests for g in rep.groups} == {"local": 1, MINI: 1, FINAL: 1}
+    spend = {t.tier: (t.tries, t.kept) for t in rep.tiers}
+    assert spend == {"local": (3, 1), MINI: (2, 1), FINAL: (1, 1)}
+    assert sum(t.usd for t in rep.tiers) == pytest.approx(sum(r.cost_usd for r in rows))
+
+    out = CliRunner().invoke(
+        app, ["report", "--by", "tier", "--ledger", str(tmp_path / "ledger.sqlite")]
+    )
+    assert out.exit_code == 0, out.output
+    assert f"tier {MINI}: 2 tries, 1 answers kept (50.0%)" in out.output
+
+
+def test_tune_what_tiers_learns_every_threshold_from_requests_that_went_up_every_tier(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from router.cli import app
+
+    prompts = [f"question {i}" for i in range(300)]
+    final = {p: f"answer {i}" for i, p in enumerate(prompts)}
+    # the mini tier is right, and sure, on even questions; unsure and wrong on odd ones
+    mini = {p: (final[p], 0.99) if i % 2 == 0 else ("wrong", 0.3) for i, p in enumerate(prompts)}
+
+    def local(request):
+        i = int(request.messages[-1]["content"].split()[1])
+        right = i % 3 == 0  # right and sure on every third question
+        return BackendResult(
+            text=f"answer {i}" if right else "nope",
+            model="smollm2",
+            compute_seconds=0.01,
+            token_logprobs=[-0.001] if right else [-1.5],
+        )
+
+    with ReplayCloud(final, model=FINAL, models={MINI: mini}) as cloud:
+        collect = policy(cloud, threshold=1.0).replace(**{"thresholds.cascade": 1.0})
+        with HybridClient(
+            policy=collect,
+            ledger=Ledger(tmp_path / "l.sqlite"),
+            local=MockTransport(local, name="local"),
+        ) as c:
+            for p in prompts:  # thresholds of 1.0: every request goes up every tier
+                c.chat.completions.create(**ask(p))
+    (tmp_path / "policy.yaml").write_text(collect.to_yaml())
+    out = CliRunner().invoke(
+        app,
+        [
+            "tune", "--what", "tiers", "--target-quality", "0.95",
+            "--policy", str(tmp_path / "policy.yaml"), "--ledger", str(tmp_path / "l.sqlite"),
+            "--out", str(tmp_path / "tuned.yaml"),
+        ],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert "300 labels" in out.output, out.output
+    tuned = yaml.safe_load((tmp_path / "tuned.yaml").read_text())
+    assert 0.3 < tuned["thresholds"]["cascade"] <= 0.999
+    assert [t["model"] for t in tuned["cloud"]["tiers"]] == [MINI]
+    assert 0.3 < tuned["cloud"]["tiers"][0]["threshold"] <= 0.99
+
+
+def test_explored_requests_ask_every_tier_but_return_the_first_answer_that_stands(replay, tmp_path):
+    from router.tuning.tiers import tier_data_from_ledger
+
+    sure_local = MockTransport(
+        lambda r: BackendResult(
+            text="4", model="smollm2", compute_seconds=1.0, token_logprobs=[-0.001]
+        ),
+        name="local",
+    )
+    with client(replay, tmp_path, shadow={"rate": 1.0}) as c:
+        tier_kept = c.chat.completions.create(**ask(SURE))  # local unsure, mini sure
+        rows = c.ledger.rows()
+    with client(replay, tmp_path / "b", local=sure_local, shadow={"rate": 1.0}) as c:
+        local_kept = c.chat.completions.create(**ask(SURE))
+        rows += c.ledger.rows()
+        spend = c.ledger.cloud_spend(since=0)
+    assert tier_kept.model == MINI and tier_kept.choices[0].message.content == "4"
+    assert local_kept.route.route == "local" and local_kept.choices[0].message.content == "4"
+    assert replay.requests_seen == 4  # mini + gpt-4o, twice: every tier was asked
+    for row in rows:
+        assert [a["tier"] for a in row.attempts] == ["local", MINI, "cloud"]
+        assert row.attempts[-1]["answer"] == "4" and row.attempts[-1]["kept"] is False
+        assert row.cost_usd == pytest.approx(sum(a["usd"] for a in row.attempts))
+    assert [a["kept"] for a in rows[0].attempts] == [False, True, False]
+    assert [a["kept"] for a in rows[1].attempts] == [True, False, False]
+    assert spend == pytest.approx(rows[1].cost_usd)  # the budget counts the explored tries
+
+    class Rows:
+        def __init__(self, rows):
+            self._rows = rows
+
+        def rows(self):
+            return self._rows
+
+    data = tier_data_from_ledger(Rows(rows))
+    assert data.names == ("local", MINI) and data.correct.tolist() == [[0, 1], [1, 1]]
