@@ -116,6 +116,9 @@ def doctor(policy: str | None = PolicyOpt, ledger: str | None = LedgerOpt) -> No
     typer.echo(f"policy        {pol.name} (mode {pol.mode}, version {pol.version})")
     where = f" at {pol.cloud.api_base}" if pol.cloud.api_base else ""
     typer.echo(f"cloud model   {pol.cloud.model}{where}")
+    if pol.cloud.tiers:
+        chain = " -> ".join(f"{t.model} (>= {t.threshold:g})" for t in pol.cloud.tiers)
+        typer.echo(f"cloud tiers   local -> {chain} -> {pol.cloud.model}")
     env = pol.cloud.api_key_env
     if env:
         typer.echo(f"api key       ${env} is {'set' if os.environ.get(env) else 'NOT set'}")

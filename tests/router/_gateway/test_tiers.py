@@ -315,3 +315,15 @@ def test_explored_requests_ask_every_tier_but_return_the_first_answer_that_stand
 
     data = tier_data_from_ledger(Rows(rows))
     assert data.names == ("local", MINI) and data.correct.tolist() == [[0, 1], [1, 1]]
+
+
+def test_doctor_shows_the_cascade_tiers(replay, tmp_path):
+    from typer.testing import CliRunner
+
+    from router.cli import app
+
+    (tmp_path / "p.yaml").write_text(policy(replay).to_yaml())
+    args = ["doctor", "--policy", str(tmp_path / "p.yaml"), "--ledger", str(tmp_path / "l.sqlite")]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert f"cloud tiers   local -> {MINI} (>= 0.9) -> {FINAL}" in out.output
