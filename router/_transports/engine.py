@@ -24,10 +24,9 @@ is invisible from here: price the engine host per concurrent request).
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
@@ -39,7 +38,7 @@ from router.errors import (
     ModelLoadError,
     Overloaded,
 )
-from router.types import BackendResult, ChatRequest, StreamDelta
+from router.types import BackendResult, ChatRequest
 
 ENGINES = ("vllm", "llama.cpp", "openai")
 """Structured-output dialects: vLLM's (and ``hybridgate serve``'s), llama.cpp's, none."""
@@ -239,38 +238,6 @@ class EngineTransport(OpenAIHTTPTransport):
         result.model = self.base_model
         return result
 
-    def complete(self, request: ChatRequest) -> BackendResult:
-        """One answer from the engine. Raises ``LocalModelError`` subclasses only."""
-        t0 = time.perf_counter()
-        try:
-            response = self._client().post(
-                self._url,
-                content=self.body(request, stream=False),
-                headers=self._headers,
-                timeout=self._timeout(request),
-            )
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from exc
-        if response.status_code >= 400:
-            self._raise_status(response)
-        return self._read(response.content, request, time.perf_counter() - t0)
-
-    async def acomplete(self, request: ChatRequest) -> BackendResult:
-        """Async :meth:`complete`."""
-        t0 = time.perf_counter()
-        try:
-            response = await self._aclient().post(
-                self._url,
-                content=self.body(request, stream=False),
-                headers=self._headers,
-                timeout=self._timeout(request),
-            )
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from exc
-        if response.status_code >= 400:
-            self._raise_status(response)
-        return self._read(response.content, request, time.perf_counter() - t0)
-
     def _read(self, content: bytes, request: ChatRequest, seconds: float) -> BackendResult:
         try:
             result = self._result(content, request)
@@ -279,66 +246,15 @@ class EngineTransport(OpenAIHTTPTransport):
         choice = json.loads(content)["choices"][0]
         return self._finish(result, request, choice.get("logprobs"), seconds)
 
-    def stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
-        """Text deltas as the engine sends them, then the whole result."""
-        t0 = time.perf_counter()
-        events = SSEAnswer(self.model)
+    def _streamed(self, events: SSEAnswer, request: ChatRequest, seconds: float) -> BackendResult:
         try:
-            yield from self._stream_events(request, events)
             result = events.result(request)
         except CloudError as exc:
             raise self._local(exc) from exc
-        yield StreamDelta(
-            result=self._finish(result, request, events.logprobs, time.perf_counter() - t0)
-        )
+        return self._finish(result, request, events.logprobs, seconds)
 
-    def _stream_events(self, request: ChatRequest, events: SSEAnswer) -> Iterator[StreamDelta]:
-        try:
-            with self._client().stream(
-                "POST",
-                self._url,
-                content=self.body(request, stream=True),
-                headers=self._headers,
-                timeout=self._timeout(request),
-            ) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    self._raise_status(response)
-                for line in response.iter_lines():
-                    text = events.feed(line)
-                    if text:
-                        yield StreamDelta(text=text)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from exc
-
-    async def astream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
-        """Async :meth:`stream`."""
-        t0 = time.perf_counter()
-        events = SSEAnswer(self.model)
-        try:
-            try:
-                async with self._aclient().stream(
-                    "POST",
-                    self._url,
-                    content=self.body(request, stream=True),
-                    headers=self._headers,
-                    timeout=self._timeout(request),
-                ) as response:
-                    if response.status_code >= 400:
-                        await response.aread()
-                        self._raise_status(response)
-                    async for line in response.aiter_lines():
-                        text = events.feed(line)
-                        if text:
-                            yield StreamDelta(text=text)
-            except httpx.HTTPError as exc:
-                raise self._transport_error(exc) from exc
-            result = events.result(request)
-        except CloudError as exc:
-            raise self._local(exc) from exc
-        yield StreamDelta(
-            result=self._finish(result, request, events.logprobs, time.perf_counter() - t0)
-        )
+    def _reraise(self, exc: CloudError) -> NoReturn:
+        raise self._local(exc) from exc
 
 
 __all__ = ["ENGINES", "EngineTransport", "constraint", "gbnf_choice"]

@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, NoReturn
@@ -206,10 +207,25 @@ class OpenAIHTTPTransport:
             count_tokens(result, list(request.messages), self.model)  # a $0 row would be wrong
         return result
 
+    # -- what a subclass (the local engine tier) adds to an answer --
+
+    def _read(self, content: bytes, request: ChatRequest, seconds: float) -> BackendResult:
+        """The answer in a response body (``seconds``: the call's wall time)."""
+        return self._result(content, request)
+
+    def _streamed(self, events: SSEAnswer, request: ChatRequest, seconds: float) -> BackendResult:
+        """The whole answer of a finished stream."""
+        return events.result(request)
+
+    def _reraise(self, exc: CloudError) -> NoReturn:
+        """A stream's unreadable event or answer: raised as this transport's error type."""
+        raise exc
+
     # -- Transport protocol --
 
     def complete(self, request: ChatRequest) -> BackendResult:
         """Answer ``request`` with one call. Raises ``CloudError`` subclasses only."""
+        t0 = time.perf_counter()
         try:
             response = self._client().post(
                 self._url,
@@ -221,10 +237,11 @@ class OpenAIHTTPTransport:
             raise self._transport_error(exc) from exc
         if response.status_code >= 400:
             self._raise_status(response)
-        return self._result(response.content, request)
+        return self._read(response.content, request, time.perf_counter() - t0)
 
     async def acomplete(self, request: ChatRequest) -> BackendResult:
         """Async :meth:`complete`."""
+        t0 = time.perf_counter()
         try:
             response = await self._aclient().post(
                 self._url,
@@ -236,10 +253,11 @@ class OpenAIHTTPTransport:
             raise self._transport_error(exc) from exc
         if response.status_code >= 400:
             self._raise_status(response)
-        return self._result(response.content, request)
+        return self._read(response.content, request, time.perf_counter() - t0)
 
     def stream(self, request: ChatRequest) -> Iterator[StreamDelta]:
         """Text deltas as they arrive, then one delta carrying the whole result."""
+        t0 = time.perf_counter()
         events = SSEAnswer(self.model)
         try:
             with self._client().stream(
@@ -258,10 +276,13 @@ class OpenAIHTTPTransport:
                         yield StreamDelta(text=text)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
-        yield StreamDelta(result=events.result(request))
+        except CloudError as exc:
+            self._reraise(exc)
+        yield StreamDelta(result=self._streamed(events, request, time.perf_counter() - t0))
 
     async def astream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         """Async :meth:`stream`."""
+        t0 = time.perf_counter()
         events = SSEAnswer(self.model)
         try:
             async with self._aclient().stream(
@@ -280,7 +301,9 @@ class OpenAIHTTPTransport:
                         yield StreamDelta(text=text)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
-        yield StreamDelta(result=events.result(request))
+        except CloudError as exc:
+            self._reraise(exc)
+        yield StreamDelta(result=self._streamed(events, request, time.perf_counter() - t0))
 
     def close(self) -> None:
         """Close the pooled connections (async clients close with their event loop)."""

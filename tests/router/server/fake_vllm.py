@@ -26,6 +26,8 @@ class FakeVLLM:
         """Chat answer text; None -> the first allowed choice (as a constrained decoder)."""
         self.overloaded = False
         """Answer chat requests 429 + Retry-After (an engine whose queue is full)."""
+        self.garbage = False
+        """Answer chat requests 200 with a body (or SSE event) that is not a completion."""
 
     # -- ASGI app -------------------------------------------------------------------------
     def app(self) -> Any:
@@ -73,6 +75,11 @@ class FakeVLLM:
         async def chat(request: Request) -> Any:
             body = await request.json()
             self.chat_bodies.append(body)
+            if self.garbage:
+                from starlette.responses import Response
+
+                kind = "text/event-stream" if body.get("stream") else "application/json"
+                return Response("data: {not json\n\n", status_code=200, media_type=kind)
             if self.overloaded:
                 return JSONResponse(
                     {"object": "error", "message": "queue full", "code": 429},

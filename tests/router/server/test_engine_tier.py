@@ -362,3 +362,44 @@ def test_doctor_says_whether_the_engine_answers_and_what_it_serves(tmp_path, mon
     assert f"vllm engine at {url} (reachable, serves {BASE}" in up.output
     assert "published v7 as hybridgate-v7" in up.output
     assert down.exit_code == 0 and "NOT reachable" in down.output
+
+
+def test_an_unreadable_engine_answer_is_a_local_failure_sync_async_and_streamed(replay, tmp_path):
+    import asyncio
+
+    from router import AsyncHybridClient
+
+    engine = FakeVLLM()
+    url = engine.start()
+    engine.garbage = True
+    ask = {"messages": [{"role": "user", "content": "What is 2+2?"}]}
+    spec = {
+        "mode": "cascade",
+        "cloud": {"model": MODEL, "api_base": replay.base_url, "max_retries": 0},
+        "local": {"api_base": url, "max_new_tokens": 8},
+        "cache": {"enabled": False},
+    }
+    try:
+        with _outer(tmp_path, replay, url) as client:
+            fell_back = client.chat.completions.create(**ask)
+            with pytest.raises(LocalModelError, match="local engine at"):
+                client.chat.completions.create(**ask, metadata={"route": "local"})
+            with pytest.raises(LocalModelError, match="local engine at"):
+                list(
+                    client.chat.completions.create(**ask, metadata={"route": "local"}, stream=True)
+                )
+
+        async def streamed():
+            async with AsyncHybridClient(
+                policy=policy_from_dict(spec), ledger=tmp_path / "a.sqlite"
+            ) as client:
+                stream = await client.chat.completions.create(
+                    **ask, metadata={"route": "local"}, stream=True
+                )
+                return [chunk async for chunk in stream]
+
+        with pytest.raises(LocalModelError, match="local engine at"):
+            asyncio.run(streamed())
+    finally:
+        engine.stop()
+    assert fell_back.route.route == "cloud" and fell_back.route.reason == "fallback:LocalModelError"
