@@ -439,6 +439,15 @@ def serve_adapter(
                 new_policy, reason = None, f"local answers do not pay on any class ({listed})"
             else:
                 reason += f"; taken off the local tier because local does not pay: {listed}"
+    if new_policy is not None and new_policy.mode in ("cascade", "hybrid") and base.cloud.tiers:
+        new_policy, status["tiers"] = _retune_tiers(
+            ledger, new_policy, target_quality, adapter.metadata.get("trained_until"),
+            status.get("fresh"),
+        )  # fmt: skip
+        if new_policy is None:
+            reason = f"the tiers' labels cannot show the target: {status['tiers']['reason']}"
+        else:
+            reason += f"; tiers: {status['tiers']['reason']}"
     takes_traffic = new_policy is not None and new_policy.mode != "cloud"
     if new_policy is None:
         new_policy = base.replace(
@@ -462,6 +471,34 @@ def serve_adapter(
     )
     write_status(out, status)
     return status
+
+
+MIN_TIER_LABELS = 50
+"""Explored requests (every tier asked) needed before the nightly run retunes the tiers."""
+
+
+def _retune_tiers(
+    ledger: Any, policy: Any, target_quality: float, after: float | None, fresh: int | None
+) -> tuple[Any, dict[str, Any]]:
+    """An N-tier cascade's thresholds, all at once, on explored requests newer than the
+    adapter's training data: the two-tier promise does not hold once a middle tier can keep
+    answers. Too few labels: the thresholds stay as they were (the status says so); a choice
+    of all-cloud: None (the adapter takes no traffic)."""
+    from router.tuning.tiers import tier_data_from_ledger, tune_tiers, tuned_policy
+
+    data = tier_data_from_ledger(ledger, after=after)
+    n = len(data.final_usd)
+    if n < MIN_TIER_LABELS:
+        why = f"not retuned: {n} explored requests (every tier asked), {MIN_TIER_LABELS} needed"
+        return policy, {"retuned": False, "n_labels": n, "reason": why}
+    try:
+        choice = tune_tiers(data, target_quality=target_quality, fresh=max(fresh or 0, n))
+        tuned = None if choice.all_cloud else tuned_policy(policy, choice)
+    except ValueError as exc:  # the labels are for another cascade
+        return policy, {"retuned": False, "n_labels": n, "reason": f"not retuned: {exc}"}
+    note = {"retuned": True, "n_labels": n, "reason": "; ".join(choice.lines())}
+    note["thresholds"] = dict(zip(choice.names, choice.thresholds, strict=True))
+    return tuned, note
 
 
 def _relabel_set(ledger: Any, heldout: list[Example]) -> list[Example]:

@@ -352,7 +352,8 @@ def tier_data_from_csv(path: str | Path) -> TierData:
 
 def tuned_policy(policy: Any, choice: TierChoice) -> Any:
     """``policy`` with the chosen thresholds: ``thresholds.cascade`` for the local tier, each
-    cheaper cloud tier's threshold, tiers that are off removed; all-cloud -> ``mode: cloud``.
+    cheaper cloud tier's threshold, tiers that are off removed (a hybrid policy stays hybrid,
+    any other mode becomes cascade); all-cloud -> ``mode: cloud``.
 
     Raises:
         ValueError: The labels' tiers are not this policy's cascade (local, then cloud.tiers).
@@ -370,8 +371,9 @@ def tuned_policy(policy: Any, choice: TierChoice) -> Any:
         for name, t in zip(choice.names[1:], choice.thresholds[1:], strict=True)
         if t is not None
     ]
+    mode = policy.mode if policy.mode in ("cascade", "hybrid") else "cascade"
     return policy.replace(
-        **{"mode": "cascade", "thresholds.cascade": choice.thresholds[0], "cloud.tiers": tiers}
+        **{"mode": mode, "thresholds.cascade": choice.thresholds[0], "cloud.tiers": tiers}
     )
 
 

@@ -463,3 +463,60 @@ def test_quality_promise_covers_a_days_traffic_of_the_served_classes(tmp_path):
             ledger.record(LedgerEntry(f"r{i}", ts, "cloud", messages=messages, reason=reason))
         assert _daily_volume(ledger, ["bot"], now=now) == 2
         assert _daily_volume(ledger, None, now=now) == 3
+
+
+def test_the_nightly_retune_sets_every_tier_threshold_from_explored_requests(tmp_path):
+    """#12.3: with cloud.tiers, the serving policy's thresholds come from the joint tuner on
+    explored requests (every tier asked), not from the two-tier retune alone."""
+    import numpy as np
+
+    from local_models.registry import AdapterInfo
+    from router.tuning.tiers import outcome, tier_data_from_ledger
+    from training.nightly import serve_adapter
+
+    rng = np.random.default_rng(0)
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        for i in range(300):
+            rid = f"r{i}"
+            local_conf, mini_conf = float(rng.random()), float(rng.random())
+            local_right, mini_right = local_conf > 0.5, mini_conf > 0.2
+            ledger.record(
+                LedgerEntry(
+                    rid, time.time(), "cloud", cost_usd=1e-5, baseline_cost_usd=1e-5,
+                    messages=[{"role": "user", "content": f"request {i}"}], answer="gold",
+                    attempts=[
+                        {"tier": "local", "model": "s", "usd": 1e-8, "kept": False,
+                         "confidence": local_conf, "answer": "gold" if local_right else "no"},
+                        {"tier": "gpt-4o-mini", "model": "gpt-4o-mini", "usd": 1e-6,
+                         "kept": False, "confidence": mini_conf,
+                         "answer": "gold" if mini_right else "no"},
+                        {"tier": "cloud", "model": "gpt-4o", "usd": 1e-5, "kept": True,
+                         "answer": "gold"},
+                    ],
+                )
+            )  # fmt: skip
+            ledger.add_label(
+                rid, judge="exact_match", label=1.0 if local_right else 0.0,
+                local_answer="x", local_confidence=local_conf, local_cost_usd=1e-8,
+            )  # fmt: skip
+        data = tier_data_from_ledger(ledger)
+        assert len(data.final_usd) == 300
+        policy = load_policy("default").replace(
+            mode="cascade",
+            **{
+                "cloud.model": "gpt-4o",
+                "cloud.tiers": [{"model": "gpt-4o-mini", "threshold": 0.01}],
+            },
+        )
+        adapter = AdapterInfo("v0001", tmp_path, {"served_classes": None})
+        status = serve_adapter(
+            ledger, policy, adapter, policy_out=tmp_path / "policy.yaml", target_quality=0.9
+        )
+    written = load_policy(tmp_path / "policy.yaml")
+    assert status["tiers"]["retuned"] and status["tiers"]["n_labels"] == 300, status
+    assert written.mode == "cascade" and "tiers: thresholds:" in status["reason"]
+    tiers = {t.model: t.threshold for t in written.cloud.tiers}
+    assert tiers.get("gpt-4o-mini") != 0.01  # retuned (or turned off), not kept as it was
+    chosen = (written.thresholds.cascade, tiers.get("gpt-4o-mini"))
+    misses, _, _ = outcome(data, chosen)
+    assert 1 - misses / 300 >= 0.9  # the written thresholds meet the target on the labels
