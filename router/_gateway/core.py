@@ -98,7 +98,8 @@ class _Outcome:
     tier: str | None = None
     """The cheaper cloud tier (its model) whose answer stood; None: the local or final model."""
     tiers_usd: float = 0.0
-    """What the cheaper cloud tiers asked before the answering one cost (paid, not kept)."""
+    """What the other cloud tries cost (paid, not kept): the cheaper tiers asked before the
+    answering one, and for an explored request every try after it too."""
     answer_usd: float | None = None
     """What the answering tier cost, when it is a cheaper tier (else priced as ``cloud.model``)."""
 
@@ -572,7 +573,6 @@ class Gateway:
             local_usd = self.prices.local_cost(
                 local.compute_seconds, self.policy.local.usd_per_hour
             )
-            text = local.text if self.policy.store_content else None
             call.entry.attempts = [
                 _attempt(
                     "local",
@@ -580,7 +580,7 @@ class Gateway:
                     local_usd,
                     confidence=conf,
                     kept=kept is not None,
-                    answer=text,
+                    answer=self._stored(local),
                 )
             ]
             return (
@@ -598,6 +598,10 @@ class Gateway:
             escalated=True,
             local_seconds=local.compute_seconds,
         )
+
+    def _stored(self, result: BackendResult) -> str | None:
+        """A try's answer text for its row, when the policy stores content."""
+        return result.text if self.policy.store_content else None
 
     def _explore(self) -> bool:
         """Ask every tier of this cascade request (``shadow.rate`` of them): the labels each
@@ -642,9 +646,15 @@ class Gateway:
                 )
             conf = answer_confidence(got.token_logprobs or [])
             kept = standing is None and got.token_logprobs is not None and conf >= tier.threshold
-            text = got.text if self.policy.store_content else None
             attempts.append(
-                _attempt(tier.model, tier.model, usd, confidence=conf, kept=kept, answer=text)
+                _attempt(
+                    tier.model,
+                    tier.model,
+                    usd,
+                    confidence=conf,
+                    kept=kept,
+                    answer=self._stored(got),
+                )  # fmt: skip
             )
             if kept:
                 reason = f"tier:{tier.model}>={tier.threshold:.2f}"
@@ -675,9 +685,10 @@ class Gateway:
         final_usd = self.prices.cloud_cost(
             call.request.model, got.prompt_tokens, got.completion_tokens
         )
-        text = got.text if self.policy.store_content else None
         model = got.model or call.request.model
-        attempts.append(_attempt("cloud", model, final_usd, kept=standing is None, answer=text))
+        attempts.append(
+            _attempt("cloud", model, final_usd, kept=standing is None, answer=self._stored(got))
+        )
         if standing is not None:
             return self._explored(standing, spent + final_usd)
         outcome = _Outcome("cloud", "escalated:low_confidence", got, decision.score)
