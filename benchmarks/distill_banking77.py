@@ -156,7 +156,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--rows-out",
         type=Path,
-        help="write the cascade rows (label, score, local_seconds, tokens) as JSONL here",
+        help="write the cascade rows (label, score, local_seconds, tokens, answer, reference) as JSONL",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)
@@ -194,76 +194,120 @@ def serve_heldout(
 
 
 def cascade_costs(
-    model_spec: str, adapter_dir: Path, heldout: list, labels: list[str] | None, args: Any
+    model_spec: str,
+    adapter_dir: Path,
+    train: list,
+    heldout: list,
+    labels: list[str] | None,
+    args: Any,
 ) -> dict[str, Any]:
     """Serve the held-out rows through the serving engine (``--precision``, batches of 16,
     constrained to the answer set), then tune a cascade per cloud price and report its cost vs
-    all-cloud."""
+    all-cloud, for the shipped confidence (the label probability with the answer checker the
+    nightly fits on the same training rows, ``local_models.answer_checker``) and, side by side,
+    the label probability alone."""
     import numpy as np
+    from sklearn.metrics import roc_auc_score
 
+    from local_models.answer_checker import checker_text, fit_answer_checker
     from router.devtools.replay import count_prompt_tokens, count_text_tokens
     from router.ledger.pricing import PriceBook
     from router.scoring.confidence import confidence
     from router.scoring.judges import label_match
-    from router.tuning.sweep import tune_threshold
 
-    ok, conf, seconds, tokens = [], [], [], []
+    checker = None
+    if labels:  # what training.promote.write_answer_checker fits, on the same rows
+        t = time.perf_counter()
+        rows = [(checker_text(e.messages), e.answer.strip()) for e in train]
+        checker = fit_answer_checker({"": ([r[0] for r in rows], [r[1] for r in rows])})
+        checker_fit_s = time.perf_counter() - t
+    ok, conf, label_conf, seconds, tokens, answers = [], [], [], [], [], []
+    check_s = 0.0
     show = _progress("cascade (serving engine)")
     for e, g in serve_heldout(model_spec, adapter_dir, heldout, labels, args):
         ok.append(int(label_match(answer=g.text, reference=e.answer)))
-        conf.append(confidence(g.token_logprobs or [], closed_answer=g.closed_answer))
+        answers.append((g.text, e.answer))
+        lp = g.token_logprobs or []
+        label_conf.append(confidence(lp, closed_answer=g.closed_answer))
+        check = None
+        if checker is not None and g.closed_answer:
+            t = time.perf_counter()
+            check = checker.probability("", checker_text(e.messages), g.text)
+            check_s += time.perf_counter() - t
+        conf.append(confidence(lp, closed_answer=g.closed_answer, answer_check=check))
         seconds.append(g.compute_seconds)
         tokens.append((count_prompt_tokens(list(e.messages)), count_text_tokens(e.answer)))
         show(len(ok), len(heldout))
-    y, c = np.array(ok), np.array(conf)
+    y = np.array(ok)
     lo = np.array(seconds) * args.usd_per_hour / 3600
     if args.rows_out:  # per-row evidence for benchmarks/tune_guarantee.py
         args.rows_out.parent.mkdir(parents=True, exist_ok=True)
         with open(args.rows_out, "w", encoding="utf-8") as f:
             texts = [e.messages[-1]["content"] for e in heldout]
-            for k, v, sec, (pt, at), text in zip(ok, conf, seconds, tokens, texts, strict=True):
-                row = {"label": k, "score": v, "local_seconds": sec, "text": text}
+            rows_ = zip(ok, conf, label_conf, seconds, tokens, texts, answers, strict=True)
+            for k, v, lv, sec, (pt, at), text, (said, ref) in rows_:
+                row = {"label": k, "score": v, "label_score": lv, "local_seconds": sec}
+                row |= {"text": text, "answer": said, "reference": ref}
                 f.write(json.dumps({**row, "prompt_tokens": pt, "answer_tokens": at}) + "\n")
     prices = PriceBook()
-    order = np.random.default_rng(args.seed).permutation(len(y))
-    folds = [order[: len(y) // 2], order[len(y) // 2 :]]
     out: dict[str, Any] = {
         "served_accuracy": round(float(y.mean()), 4),
         "local_seconds_per_row": round(float(np.mean(seconds)), 4),
         "local_usd_per_row": float(lo.mean()),
-        "cascade": {},
     }
-    for model in [m.strip() for m in args.cloud_model.split(",") if m.strip()]:
-        cl = np.array([prices.cloud_cost(model, p, a) for p, a in tokens])
-        spent = quality = kept = 0.0
-        thresholds = []
-        for tune_idx, test_idx in (folds, folds[::-1]):
-            r = tune_threshold(
-                c[tune_idx],
-                y[tune_idx],
-                cl[tune_idx],
-                lo[tune_idx],
-                escalation=True,  # an escalated row paid the local try and the cloud
-                target_quality=args.target_quality,
-                min_labels=CASCADE_FOLD_LABELS,
-            )
-            thresholds.append(round(r.threshold, 4))
-            if r.all_cloud:  # the cascade does not pay (or cannot show the target): no local try
-                spent += float(cl[test_idx].sum())
-                quality += len(test_idx)
-                continue
-            keep = c[test_idx] >= r.threshold
-            spent += float(np.where(keep, lo[test_idx], lo[test_idx] + cl[test_idx]).sum())
-            quality += float(np.where(keep, y[test_idx], 1).sum())
-            kept += float(keep.sum())
-        out["cascade"][model] = {
-            "cloud_usd_per_row": float(cl.mean()),
-            "thresholds": thresholds,
-            "cost_ratio": round(spent / float(cl.sum()), 4),
-            "quality": round(quality / len(y), 4),
-            "local_share": round(kept / len(y), 4),
+    if checker is not None:
+        out["answer_checker"] = {
+            "fit_seconds": round(checker_fit_s, 2),
+            "ms_per_answer": round(1000 * check_s / len(y), 3),
         }
+    variants = {"cascade": np.array(conf), "cascade_label_only": np.array(label_conf)}
+    if checker is None:
+        variants = {"cascade": np.array(label_conf)}
+    for name, c in variants.items():
+        auc = roc_auc_score(y, c) if 0 < y.sum() < len(y) else None
+        out[name] = {"auc": None if auc is None else round(float(auc), 4)}
+        for model in [m.strip() for m in args.cloud_model.split(",") if m.strip()]:
+            cl = np.array([prices.cloud_cost(model, p, a) for p, a in tokens])
+            out[name][model] = _two_fold_cascade(y, c, cl, lo, args)
     return out
+
+
+def _two_fold_cascade(y: Any, c: Any, cl: Any, lo: Any, args: Any) -> dict[str, Any]:
+    """Tune on one half (seeded), apply to the other, and back: cost, quality, local share."""
+    import numpy as np
+
+    from router.tuning.sweep import tune_threshold
+
+    order = np.random.default_rng(args.seed).permutation(len(y))
+    folds = [order[: len(y) // 2], order[len(y) // 2 :]]
+    spent = quality = kept = 0.0
+    thresholds = []
+    for tune_idx, test_idx in (folds, folds[::-1]):
+        r = tune_threshold(
+            c[tune_idx],
+            y[tune_idx],
+            cl[tune_idx],
+            lo[tune_idx],
+            escalation=True,  # an escalated row paid the local try and the cloud
+            target_quality=args.target_quality,
+            min_labels=CASCADE_FOLD_LABELS,
+        )
+        thresholds.append(round(r.threshold, 4))
+        if r.all_cloud:  # the cascade does not pay (or cannot show the target): no local try
+            spent += float(cl[test_idx].sum())
+            quality += len(test_idx)
+            continue
+        keep = c[test_idx] >= r.threshold
+        spent += float(np.where(keep, lo[test_idx], lo[test_idx] + cl[test_idx]).sum())
+        quality += float(np.where(keep, y[test_idx], 1).sum())
+        kept += float(keep.sum())
+    return {
+        "cloud_usd_per_row": float(cl.mean()),
+        "thresholds": thresholds,
+        "cost_ratio": round(spent / float(cl.sum()), 4),
+        "quality": round(quality / len(y), 4),
+        "local_share": round(kept / len(y), 4),
+    }
 
 
 def _demo_split(seed: int) -> tuple[list, list]:
@@ -355,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     eval_kw: dict[str, Any] = {"system_prompt": args.system_prompt, "allowed_answers": labels}
     if args.adapter is not None:  # only the serving-path cascade figures of a trained adapter
-        print(json.dumps(cascade_costs(args.model, args.adapter, heldout, labels, args)))
+        print(json.dumps(cascade_costs(args.model, args.adapter, train, heldout, labels, args)))
         return
     before = None
     if not args.skip_before:
@@ -377,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     cascade = (
         {}
         if args.no_cascade
-        else cascade_costs(args.model, Path(res.adapter_dir), heldout, labels, args)
+        else cascade_costs(args.model, Path(res.adapter_dir), train, heldout, labels, args)
     )
     report = {
         "train_examples": len(train),

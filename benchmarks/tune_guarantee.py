@@ -46,6 +46,12 @@ WEAK, STRONG = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=Path, help="JSONL from distill_banking77.py --rows-out")
+    p.add_argument(
+        "--score-field",
+        default="score",
+        help="--rows field scored: score (shipped: label probability x answer checker) or "
+        "label_score (the label probability alone)",
+    )
     p.add_argument("--splits", type=int, default=50, help="random calibration/fresh halvings")
     p.add_argument("--target-quality", type=float, default=0.97)
     p.add_argument("--delta", type=float, default=0.05)
@@ -72,7 +78,7 @@ def load_rows(
             ]
         )
         local = np.array([r["local_seconds"] for r in rows]) * args.usd_per_hour / 3600
-        scores = np.array([r["score"] for r in rows], dtype=float)
+        scores = np.array([r[args.score_field] for r in rows], dtype=float)
         labels = np.array([r["label"] for r in rows], dtype=int)
         return scores, labels, cloud, local, True, f"cascade on {args.rows.name}"
     from router.tuning.retune import ROUTER_FEATURES, out_of_fold_scores

@@ -403,4 +403,4 @@ class DynamicBatcher:
     def _deliver(self, batch: RunningBatch, rows: list[Row]) -> None:
         self._finished += len(rows)
         for row in rows:
-            _settle(row.tag.future, result=row.result(batch.adapter_version))
+            _settle(row.tag.future, result=batch.result(row))

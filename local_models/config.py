@@ -137,3 +137,6 @@ class GenerationResult:
     """Decoding was constrained to a closed answer set (``allowed_answers`` or the adapter's
     answer set for the traffic class): the answer is one of a few labels, so its confidence is
     the label's probability (``router.scoring.confidence``)."""
+    answer_check: float | None = None
+    """The adapter's answer checker's probability of this label (``answer_checker.py``), for an
+    answer constrained to the adapter's answer set; None without a checker."""

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from local_models.answer_checker import AnswerChecker, read_answer_checker
 from local_models.answer_sets import AnswerSets, read_answer_sets
 from local_models.config import GenerationRequest, GenerationResult, LocalModelConfig
 from local_models.constrained import TrieCache
@@ -87,6 +88,8 @@ class LocalEngine:
         self.adapter_path: str | None = config.adapter_path
         self.answer_sets: AnswerSets = read_answer_sets(config.adapter_path)
         """Closed answer sets per traffic class, from the adapter's metadata (may be empty)."""
+        self.checker: AnswerChecker | None = read_answer_checker(config.adapter_path)
+        """The adapter's answer checker (``answer_checker.py``), None without one."""
         self.tries = TrieCache(tokenizer)
         self._prefixes: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
         """Prefix token ids -> their KV cache (batch 1) under the model now serving."""
@@ -200,12 +203,14 @@ class LocalEngine:
             )
         merged = self._convert(_merge_adapter(self._base_factory(), path, merge=self._merge)).eval()
         answer_sets = read_answer_sets(path)
+        checker = read_answer_checker(path)
         release_thread_pool()  # this thread is done with torch; the model thread keeps its team
-        with self.model_lock:  # model and its answer sets change together, between batches
+        with self.model_lock:  # model, answer sets and checker change together, between batches
             self._model = merged
             self.adapter_path = path
             self.adapter_version = version
             self.answer_sets = answer_sets
+            self.checker = checker
             # prefix KV was computed by the old weights; a batch still on them keeps its own
             self._prefixes = collections.OrderedDict()
 
@@ -270,6 +275,7 @@ class LocalEngine:
                 self._model,
                 answer_sets=self.answer_sets,
                 adapter_version=self.adapter_version,
+                checker=self.checker,
                 prefixes=self._prefixes,
             )
 
@@ -310,7 +316,7 @@ class LocalEngine:
             rows = batch.add(requests, encoded, on_delta=callbacks)
             while batch.rows:
                 batch.step()
-        return [row.result(batch.adapter_version) for row in rows]
+        return [batch.result(row) for row in rows]
 
     def shared_prefix_len(
         self, encoded: Sequence[list[int]], kept_prefixes: Mapping[tuple[int, ...], Any]

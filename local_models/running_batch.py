@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from local_models.answer_checker import AnswerChecker, checker_text
 from local_models.answer_sets import AnswerSets, traffic_class
 from local_models.config import GenerationRequest, GenerationResult
 from local_models.constrained import TrieCursor, pick
@@ -55,8 +56,17 @@ class Row:
         self.generator = None
         self.cursor: TrieCursor | None = None
         """Position in the row's answer trie when it is constrained (``constrained.py``)."""
+        self.check_class: str | None = None
+        """The traffic class whose adapter answer set constrains the row (then the adapter's
+        answer checker, if any, scores the answer); None for a caller's own choices."""
 
-    def result(self, adapter_version: str | None) -> GenerationResult:
+    def result(
+        self, adapter_version: str | None, checker: AnswerChecker | None = None
+    ) -> GenerationResult:
+        check = None
+        if checker is not None and self.check_class is not None:
+            text = checker_text(self.req.messages)
+            check = checker.probability(self.check_class, text, self.text)
         return GenerationResult(
             text=self.text,
             finish_reason=self.finish or "length",
@@ -67,6 +77,7 @@ class Row:
             compute_seconds=self.compute_seconds,
             adapter_version=adapter_version,
             closed_answer=self.cursor is not None,
+            answer_check=check,
         )
 
 
@@ -85,11 +96,14 @@ class RunningBatch:
         *,
         answer_sets: AnswerSets,
         adapter_version: str | None,
+        checker: AnswerChecker | None = None,
         prefixes: Any,
     ) -> None:
         self.engine = engine
         self.model = model
         self.answer_sets = answer_sets
+        self.checker = checker
+        """The answer checker trained with this batch's adapter (``answer_checker.py``)."""
         self.adapter_version = adapter_version
         self._prefixes = prefixes
         self.rows: list[Row] = []
@@ -103,6 +117,11 @@ class RunningBatch:
     def serves_current_model(self) -> bool:
         """False once the engine swapped adapters: newcomers then wait for a fresh batch."""
         return self.model is self.engine.serving_model
+
+    def result(self, row: Row) -> GenerationResult:
+        """A finished row's result, labelled with this batch's adapter and checked by its
+        answer checker."""
+        return row.result(self.adapter_version, self.checker)
 
     # ------------------------------------------------------------------ joining
     def add(
@@ -191,7 +210,9 @@ class RunningBatch:
             )
         allowed = req.allowed_answers
         if allowed is None and self.answer_sets:
-            allowed = self.answer_sets.get(traffic_class(req.messages))
+            key = traffic_class(req.messages)
+            allowed = self.answer_sets.get(key)
+            row.check_class = key if allowed is not None else None
         if allowed is not None:
             row.cursor = self.engine.tries.get(allowed).cursor()
         return row

@@ -83,6 +83,8 @@ class BackendResult:
     adapter_version: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     closed_answer: bool = False
+    answer_check: float | None = None
+    """The local adapter's answer checker's probability of a closed-set answer (None: none)."""
     """The local answer was decoded from a closed answer set (confidence = its probability)."""
     tokens: list[str] | None = None
     """The answer's tokens as text, one per ``token_logprobs`` entry (for ``logprobs=True``)."""

@@ -14,7 +14,7 @@ mid-training included) leaves ``CURRENT`` untouched.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,6 +238,28 @@ class DistillOutcome:
     current: EvalResult | None
 
 
+def write_answer_checker(
+    adapter_dir: Path, train: Sequence[Example], sets: Mapping[str, Sequence[str]]
+) -> Path | None:
+    """Fit the answer checker of each closed answer set on the same rows the adapter learned
+    (``local_models.answer_checker``) and store it beside the weights; None when no traffic
+    class has a closed set."""
+    from local_models.answer_checker import CHECKER_FILE, checker_text, fit_answer_checker
+    from local_models.answer_sets import traffic_class
+
+    data: dict[str, tuple[list[str], list[str]]] = {key: ([], []) for key in sets}
+    allowed = {key: set(answers) for key, answers in sets.items()}
+    for e in train:
+        key, answer = traffic_class(e.messages), e.answer.strip()
+        if key in data and answer in allowed[key]:
+            data[key][0].append(checker_text(e.messages))
+            data[key][1].append(answer)
+    checker = fit_answer_checker(data)
+    if not checker.traffic_classes:
+        return None
+    return checker.save(Path(adapter_dir) / CHECKER_FILE)
+
+
 def distill_and_promote(
     base: str | Path,
     train: Sequence[Example],
@@ -291,6 +313,7 @@ def distill_and_promote(
             callbacks=callbacks,
             resume=False,
         )
+        write_answer_checker(out, train, sets)
         kw = {"system_prompt": config.system_prompt, "answer_sets": sets, "precision": precision}
         cand = evaluate(base, heldout, adapter_dir=out, **kw)
         cur_info = registry.current()

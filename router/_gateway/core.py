@@ -431,7 +431,11 @@ class Gateway:
         return _Outcome("cache", "cache_hit:coalesced", copy, score=decision.score, cache_hit=True)
 
     def keep_local(self, result: BackendResult) -> tuple[bool, float]:
-        conf = answer_confidence(result.token_logprobs or [], closed_answer=result.closed_answer)
+        conf = answer_confidence(
+            result.token_logprobs or [],
+            closed_answer=result.closed_answer,
+            answer_check=result.answer_check,
+        )
         return conf >= self.policy.thresholds.cascade, conf
 
     def _after_local(

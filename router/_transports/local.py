@@ -253,6 +253,7 @@ class LocalTransport:
             token_logprobs=list(result.token_logprobs),
             adapter_version=result.adapter_version,
             closed_answer=result.closed_answer,
+            answer_check=result.answer_check,
             tokens=tokens,
         )
 

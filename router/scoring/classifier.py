@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from local_models.answer_checker import fit_vocabulary, tfidf_row
 from router._errors import NotFittedError
 from router.scoring.features import (
     ANALYZERS,
@@ -158,20 +159,14 @@ class DifficultyClassifier:
             if name == "hand":
                 continue
             counts = [term_counts(t, name) for t in texts]
-            df: dict[str, int] = {}
-            for c in counts:
-                for term in c:
-                    df[term] = df.get(term, 0) + 1
-            terms = sorted(t for t, d in df.items() if d >= int(self.min_df))
-            vocab[name] = {t: i for i, t in enumerate(terms)}
-            idf[name] = [math.log((1 + n) / (1 + df[t])) + 1.0 for t in terms]
+            vocab[name], idf[name] = fit_vocabulary(counts, min_df=int(self.min_df))
             rows, cols, vals = [], [], []
             for r, c in enumerate(counts):
                 for col, val in self._tfidf_row(c, vocab[name], idf[name]):
                     rows.append(r)
                     cols.append(col)
                     vals.append(val)
-            blocks.append(sparse.csr_matrix((vals, (rows, cols)), shape=(n, len(terms))))
+            blocks.append(sparse.csr_matrix((vals, (rows, cols)), shape=(n, len(vocab[name]))))
         hand_mean: list[float] = []
         hand_scale: list[float] = []
         if "hand" in sets:
@@ -209,17 +204,7 @@ class DifficultyClassifier:
         self, counts: dict[str, int], vocab: dict[str, int], idf: list[float]
     ) -> list[tuple[int, float]]:
         """L2-normalised tf-idf entries ``(column, value)`` of one prompt."""
-        entries = []
-        for term, count in counts.items():
-            col = vocab.get(term)
-            if col is None:
-                continue
-            tf = 1.0 + math.log(count) if self.sublinear_tf else float(count)
-            entries.append((col, tf * idf[col]))
-        norm = math.sqrt(sum(v * v for _, v in entries))
-        if norm == 0.0:
-            return []
-        return [(col, v / norm) for col, v in entries]
+        return tfidf_row(counts, vocab, idf, sublinear_tf=self.sublinear_tf)
 
     # -- prediction ---------------------------------------------------------------------------
 

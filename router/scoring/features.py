@@ -18,6 +18,8 @@ import math
 import re
 from collections import Counter
 
+from local_models.answer_checker import char_ngrams  # one tokeniser for both text classifiers
+
 FEATURE_SETS: tuple[str, ...] = ("tfidf", "char", "hand")
 """Names accepted in a ``features`` spec."""
 
@@ -87,19 +89,6 @@ def word_ngrams(text: str) -> list[str]:
     """Lower-cased word unigrams and bigrams (scikit-learn's default token pattern)."""
     tokens = _WORD_RE.findall(text.lower())
     return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)]
-
-
-def char_ngrams(text: str, *, low: int = 3, high: int = 5) -> list[str]:
-    """Character n-grams inside space-padded words (like scikit-learn's ``char_wb``)."""
-    grams: list[str] = []
-    for word in text.lower().split():
-        padded = f" {word} "
-        length = len(padded)
-        for n in range(low, high + 1):
-            if n > length:
-                break
-            grams.extend(padded[i : i + n] for i in range(length - n + 1))
-    return grams
 
 
 ANALYZERS = {"tfidf": word_ngrams, "char": char_ngrams}

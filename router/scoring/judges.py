@@ -267,7 +267,9 @@ def label_local_answer(
         label=score,
         local_answer=local.text,
         local_confidence=confidence(
-            local.token_logprobs or [], closed_answer=getattr(local, "closed_answer", False)
+            local.token_logprobs or [],
+            closed_answer=getattr(local, "closed_answer", False),
+            answer_check=getattr(local, "answer_check", None),
         ),
         local_cost_usd=local_cost(local.compute_seconds, usd_per_hour),
         ts=time.time(),

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from local_models.adapter_checks import smoke_test
+from local_models.answer_checker import read_answer_checker
 from tests.local_models.helpers import fake_adapter
 from tests.training.helpers import make_examples
 from training import (
@@ -58,6 +60,15 @@ def test_distill_registers_and_gates_candidate(tiny_model_dir: Path, tmp_path: P
     assert meta["n_train"] == 12 and meta["data_window"] == {"min_ts": 0.0, "max_ts": 11.0}
     assert len(meta["base_model_sha256"]) == 64 and meta["metrics"]["n"] == 3
     assert meta["served_classes"] == [""] and len(meta["adapter_sha256"]) == 64
+    # the closed label set got an answer checker, fitted on the same rows, kept with the weights
+    # (covered by the weights' hash) and ignored by the smoke test's PEFT tensor check
+    path = reg.show("v0001").path
+    checker = read_answer_checker(path)
+    probs = {
+        a: checker.probability("", "I lost my card number 99", a) for a in meta["answer_sets"][""]
+    }
+    assert max(probs, key=probs.get) == "lost_card"
+    smoke_test(path, meta)
     # same data again: no agreement gain over the current adapter -> registered, not promoted
     second = distill_and_promote(
         str(tiny_model_dir), train, held, cfg, registry=reg, min_gain=0.5, **loose

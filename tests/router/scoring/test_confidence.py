@@ -42,3 +42,12 @@ def test_a_label_from_a_closed_answer_set_is_scored_by_its_probability() -> None
     assert confidence(lps, closed_answer=True) == pytest.approx(0.5 * 0.99 * 0.99)
     assert confidence(lps) == pytest.approx((0.5 * 0.99 * 0.99) ** (1 / 3))
     assert confidence([], closed_answer=True) == 0.0
+
+
+def test_an_answer_checker_opinion_is_combined_with_the_label_probability() -> None:
+    lps = [math.log(0.81)]
+    assert confidence(lps, closed_answer=True, answer_check=0.25) == pytest.approx(0.45)
+    assert confidence(lps, closed_answer=True, answer_check=None) == pytest.approx(0.81)
+    assert confidence(lps, closed_answer=False, answer_check=0.0) == pytest.approx(0.81)
+    with pytest.raises(ValueError, match="answer_check must be a probability"):
+        confidence(lps, closed_answer=True, answer_check=1.5)
