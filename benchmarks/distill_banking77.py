@@ -222,6 +222,7 @@ def cascade_costs(
         checker = fit_answer_checker({"": ([r[0] for r in rows], [r[1] for r in rows])})
         checker_fit_s = time.perf_counter() - t
     ok, conf, label_conf, seconds, tokens, answers = [], [], [], [], [], []
+    own: list[str | None] = []  # the checker's own label
     check_s = 0.0
     show = _progress("cascade (serving engine)")
     for e, g in serve_heldout(model_spec, adapter_dir, heldout, labels, args):
@@ -234,6 +235,7 @@ def cascade_costs(
             t = time.perf_counter()
             check = checker.probability("", checker_text(e.messages), g.text)
             check_s += time.perf_counter() - t
+            own.append(checker.best("", checker_text(e.messages))[0])
         conf.append(confidence(lp, closed_answer=g.closed_answer, answer_check=check))
         seconds.append(g.compute_seconds)
         tokens.append((count_prompt_tokens(list(e.messages)), count_text_tokens(e.answer)))
@@ -255,10 +257,21 @@ def cascade_costs(
         "local_seconds_per_row": round(float(np.mean(seconds)), 4),
         "local_usd_per_row": float(lo.mean()),
     }
-    if checker is not None:
+    if checker is not None and len(own) == len(y):
+        agree = np.array([o == a for o, (a, _) in zip(own, answers, strict=True)])
+        refs = [r for _, r in answers]
+        right = np.array(
+            [label_match(answer=o, reference=r) for o, r in zip(own, refs, strict=True)]
+        )
         out["answer_checker"] = {
             "fit_seconds": round(checker_fit_s, 2),
             "ms_per_answer": round(1000 * check_s / len(y), 3),
+            "accuracy": round(float(right.mean()), 4),
+            "agrees_with_student": round(float(agree.mean()), 4),
+            "student_accuracy_when_agreeing": round(float(y[agree].mean()), 4),
+            "student_accuracy_when_not": round(float(y[~agree].mean()), 4)
+            if (~agree).any()
+            else None,
         }
     variants = {"cascade": np.array(conf), "cascade_label_only": np.array(label_conf)}
     if checker is None:

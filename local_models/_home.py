@@ -69,6 +69,25 @@ def private_file(path: str | Path) -> Path:
     return path
 
 
+def write_private(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically as a 0600 file in a private folder (a reader sees
+    the old file or the new one, never half of one); return the path."""
+    import tempfile
+
+    path = Path(path)
+    private_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def tighten(path: str | Path) -> None:
     """chmod 0600 a file this user owns (best effort: others' files are left alone)."""
     with contextlib.suppress(OSError):

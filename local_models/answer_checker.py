@@ -114,6 +114,10 @@ class _ClassModel:
             k = self.answers.index(answer)
         except ValueError:
             return 0.0  # a label the cloud never gave for this class
+        return float(self.probabilities(text)[k])
+
+    def probabilities(self, text: str) -> np.ndarray:
+        """Softmax over ``answers`` for one prompt."""
         row = tfidf_row(Counter(char_ngrams(text)), self.vocab, self.idf)
         logits = self.bias.astype(np.float64)
         if row:
@@ -122,7 +126,7 @@ class _ClassModel:
             logits = logits + vals @ self.coef[cols]
         logits -= logits.max()
         p = np.exp(logits)
-        return float(p[k] / p.sum())
+        return p / p.sum()
 
 
 class AnswerChecker:
@@ -149,6 +153,15 @@ class AnswerChecker:
         """The checker's probability of ``answer``; None when it has no model for the class."""
         model = self._models.get(traffic_class)
         return None if model is None else model.probability(text, answer)
+
+    def best(self, traffic_class: str, text: str) -> tuple[str, float] | None:
+        """The label the checker itself would give, with its probability (None: no model)."""
+        model = self._models.get(traffic_class)
+        if model is None:
+            return None
+        p = model.probabilities(text)
+        k = int(p.argmax())
+        return model.answers[k], float(p[k])
 
     def save(self, path: str | Path) -> Path:
         from safetensors.numpy import save_file

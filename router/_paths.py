@@ -32,6 +32,7 @@ from local_models._home import (
     private_dir,
     private_file,
     tighten,
+    write_private,
 )
 
 ENV_LEDGER = "HYBRIDGATE_LEDGER"
@@ -121,4 +122,5 @@ __all__ = [
     "serving_status_path",
     "simulate_home",
     "tighten",
+    "write_private",
 ]

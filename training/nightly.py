@@ -45,7 +45,6 @@ it can show (on a later run) that it meets the quality target."""
 def _publish(summary: DistillSummary, policy: RoutingPolicy, root: Path, version: str) -> None:
     """Load the promoted adapter on the policy's engine; a refusal is reported, not raised:
     the promotion stands and the engine keeps serving the previous adapter."""
-    import os
 
     from router.publication import PublishError, publish
 
@@ -303,14 +302,10 @@ def _evidence(what: str, result: Any) -> str:
 
 def write_status(policy_out: str | Path, status: dict[str, Any]) -> Path:
     """Write ``status`` beside the policy (atomically), where ``hybridgate report`` reads it."""
+    from router._paths import write_private
     from router.ledger.reports import serving_status_path
 
-    path = serving_status_path(policy_out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(status, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_private(serving_status_path(policy_out), json.dumps(status, indent=2, default=str))
 
 
 def serve_adapter(
@@ -552,8 +547,12 @@ def run_distill(
     from filelock import FileLock, Timeout
 
     t0 = time.perf_counter()
+    from router._paths import private_dir
+
     registry = registry or AdapterRegistry()
-    lock = FileLock(str(lock_path or Path(registry.root) / "distill.lock"))
+    lock_file = Path(lock_path or Path(registry.root) / "distill.lock")
+    private_dir(lock_file.parent)  # else filelock makes the adapters' folder 0755
+    lock = FileLock(str(lock_file), mode=0o600)
     try:
         lock.acquire(timeout=0)
     except Timeout:

@@ -189,11 +189,9 @@ def save_policy(policy: RoutingPolicy, path: str | Path) -> None:
     """
     if not isinstance(policy, RoutingPolicy):
         raise PolicyError(f"save_policy needs a RoutingPolicy, got {type(policy).__name__}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(policy.to_yaml(), encoding="utf-8")
-    tmp.replace(path)
+    from router._paths import write_private
+
+    write_private(path, policy.to_yaml())
 
 
 __all__ = ["load_policy", "parse_policy", "policy_from_dict", "save_policy"]

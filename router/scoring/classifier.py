@@ -331,13 +331,9 @@ class DifficultyClassifier:
         Raises:
             NotFittedError: Before ``fit``.
         """
-        target = Path(path)
-        payload = self.to_dict()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(json.dumps(payload, separators=(",", ":")), encoding="utf-8")
-        tmp.replace(target)
-        return target
+        from local_models._home import write_private  # its vocabulary is the user's prompts
+
+        return write_private(path, json.dumps(self.to_dict(), separators=(",", ":")))
 
     @classmethod
     def load(cls, path: str | Path) -> DifficultyClassifier:

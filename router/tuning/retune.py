@@ -300,8 +300,9 @@ def _retune_once(
     kwargs: dict[str, Any] = {"target_quality": target_quality, "delta": delta, "fresh": fresh}
     if min_labels is not None:
         kwargs["min_labels"] = min_labels
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from router._paths import private_dir
+
+    out = private_dir(out_dir)  # the fitted router holds the user's prompt vocabulary
     if target == "cascade":
         known = ~np.isnan(data.confidences)
         data = data.subset(known)

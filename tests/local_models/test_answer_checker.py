@@ -85,3 +85,12 @@ def test_engine_scores_its_answer_sets_labels_and_swaps_the_checker_with_the_ada
     engine.swap_adapter(str(plain), version="v0003")
     after = engine.generate(reqs[:1])[0]
     assert after.closed_answer and after.answer_check is None and engine.checker is None
+
+
+def test_checker_names_its_own_best_label() -> None:
+    checker = fitted()
+    label, p = checker.best(SYSTEM, "refund not arrived yet")
+    assert label == "refund" and p == pytest.approx(
+        checker.probability(SYSTEM, "refund not arrived yet", "refund")
+    )
+    assert checker.best("another class", "x") is None

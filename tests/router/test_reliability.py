@@ -632,3 +632,27 @@ def test_a_repeated_fallback_warning_is_logged_once_per_window(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="hybridgate"):
         throttled.warn("Overloaded", "local backend failed (%s)", "Overloaded")
     assert caplog.records[-1].getMessage().endswith("(and 499 more in the last 0 s)")
+
+
+def test_a_fitted_router_its_policy_and_status_are_private(tmp_path):
+    from router.policy.io import save_policy
+    from router.scoring.classifier import DifficultyClassifier
+    from training.nightly import write_status
+
+    clf = DifficultyClassifier().fit(["my card is lost", "what is 17 * 23?"] * 3, [1, 0] * 3)
+    home = tmp_path / "home"
+    old = os.umask(0o022)
+    try:
+        saved = clf.save(home / "tuned" / "classifier.json")
+        save_policy(policy_from_dict({"mode": "hybrid"}), home / "tuned" / "policy.yaml")
+        write_status(home / "tuned" / "policy.yaml", {"reason": "test"})
+    finally:
+        os.umask(old)
+    assert DifficultyClassifier.load(saved).local_score("my card is lost") > 0.5
+    assert sorted(p.name for p in (home / "tuned").iterdir()) == [
+        "classifier.json",
+        "policy.status.json",
+        "policy.yaml",
+    ]  # no temp files left behind
+    for path in [home / "tuned", *(home / "tuned").iterdir()]:
+        assert path.stat().st_mode & 0o777 == (0o700 if path.is_dir() else 0o600), path

@@ -148,6 +148,12 @@ def test_simulate_runs_the_loop_on_a_users_traffic_file(tmp_path):
     served = [r for r in Ledger(home / "ledger.sqlite").rows() if r.reason != "judge"]
     assert len(served) == 60  # every request has its row
     assert (home.stat().st_mode & 0o777) == 0o700
+    # everything the run wrote (ledger, adapters, their lock; a fitted router, policy, status)
+    # holds the user's traffic or is derived from it: private whatever the umask
+    assert (home / "adapters" / "v0001" / "metadata.json").exists()
+    for written in home.rglob("*"):
+        want = 0o700 if written.is_dir() else 0o600
+        assert written.stat().st_mode & 0o777 == want, written
 
 
 def test_a_home_holding_an_earlier_run_is_refused_not_mixed_in(tmp_path):
