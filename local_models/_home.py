@@ -71,7 +71,7 @@ def private_file(path: str | Path) -> Path:
 
 def write_private(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically as a 0600 file in a private folder (a reader sees
-    the old file or the new one, never half of one); return the path."""
+    the old file or the new one, never half of one, even after a crash); return the path."""
     import tempfile
 
     path = Path(path)
@@ -80,6 +80,8 @@ def write_private(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())  # the adapters' CURRENT pointer must survive a power cut
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

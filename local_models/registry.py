@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from local_models._home import write_private
 from local_models.adapter_checks import WEIGHTS_SHA256_KEY, check_files, weights_sha256
 from local_models.adapter_checks import smoke_test as run_smoke_test
 from local_models.answer_sets import ADAPTER_METADATA_FILE
@@ -83,20 +84,6 @@ def read_metadata(meta_file: str | Path) -> dict[str, Any]:
             f"{path}: broken adapter metadata: expected a JSON object, got {type(meta).__name__}"
         )
     return meta
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class AdapterRegistry:
@@ -243,8 +230,8 @@ class AdapterRegistry:
         hist = self.history()
         if not hist or hist[-1] != version:
             hist.append(version)
-        _atomic_write(self.root / HISTORY_FILE, json.dumps(hist))
-        _atomic_write(self.root / CURRENT_FILE, version)
+        write_private(self.root / HISTORY_FILE, json.dumps(hist))
+        write_private(self.root / CURRENT_FILE, version)
         return info
 
     def rollback(self) -> AdapterInfo:
@@ -258,8 +245,8 @@ class AdapterRegistry:
             raise RegistryError("nothing to roll back to: fewer than two promotions in history")
         previous = hist[-2]
         info = self._info(previous)
-        _atomic_write(self.root / CURRENT_FILE, previous)
-        _atomic_write(self.root / HISTORY_FILE, json.dumps(hist[:-1]))
+        write_private(self.root / CURRENT_FILE, previous)
+        write_private(self.root / HISTORY_FILE, json.dumps(hist[:-1]))
         return info
 
 

@@ -119,7 +119,7 @@ def confidence(
         label = math.exp(features.mean_logprob * features.n_tokens)
         if answer_check is None:
             return label
-        if not 0.0 <= answer_check <= 1.0 or math.isnan(answer_check):
+        if not 0.0 <= answer_check <= 1.0:  # NaN fails it too
             raise ValueError(f"answer_check must be a probability in [0, 1], got {answer_check}")
         return math.sqrt(label * answer_check)
     return features.geometric_mean_prob
