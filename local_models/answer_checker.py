@@ -145,10 +145,6 @@ class AnswerChecker:
     def traffic_classes(self) -> list[str]:
         return sorted(self._models)
 
-    def answers(self, traffic_class: str) -> tuple[str, ...] | None:
-        model = self._models.get(traffic_class)
-        return model.answers if model else None
-
     def probability(self, traffic_class: str, text: str, answer: str) -> float | None:
         """The checker's probability of ``answer``; None when it has no model for the class."""
         model = self._models.get(traffic_class)
