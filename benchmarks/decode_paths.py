@@ -15,9 +15,11 @@ far, so no path stops early; each path's own token count is used.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import resource
+import shutil
 import statistics
 import sys
 import threading
@@ -164,6 +166,7 @@ def main() -> None:
             keep_base=False,
         )
         home = tempfile.mkdtemp(prefix="hg-decode-")
+        atexit.register(shutil.rmtree, home, True)
         policy = policy_from_dict(
             {
                 "name": "bench",

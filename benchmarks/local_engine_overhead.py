@@ -18,8 +18,10 @@ every ledger is checked.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,6 +55,7 @@ def main() -> None:
     from router.policy.io import policy_from_dict
 
     work = Path(tempfile.mkdtemp(prefix="engine-overhead-"))
+    atexit.register(shutil.rmtree, work, True)  # ~0.5 GB: the converted model in its home
     env = {**os.environ, "HYBRIDGATE_HOME": str(work / "home"), "PYTHONPATH": str(ROOT)}
     os.environ["HYBRIDGATE_HOME"] = env["HYBRIDGATE_HOME"]
     base = {"cache": {"enabled": False}, "shadow": {"rate": 0}, "mode": "local"}

@@ -15,7 +15,9 @@ the mean latency, so at a fixed concurrency only more throughput lowers it::
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 import threading
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = [r["text"] for r in _pools(0)[1]]
     levels = [int(c) for c in args.concurrency.split(",")]
     home = Path(tempfile.mkdtemp(prefix="hg-latency-"))
+    atexit.register(shutil.rmtree, home, True)
     report: dict = {"adapter": str(args.adapter), "precisions": {}}
     for precision in [p.strip() for p in args.precision.split(",") if p.strip()]:
         policy = policy_from_dict(

@@ -15,8 +15,10 @@ synchronous SQLite ledger write. The ledger write alone is timed separately.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -53,6 +55,7 @@ def main() -> None:
     question = "What is the capital of France?"
     messages = [{"role": "user", "content": question}]
     home = Path(tempfile.mkdtemp(prefix="hg-overhead-"))
+    atexit.register(shutil.rmtree, home, True)
     with ReplayCloud({question: "Paris."}) as cloud:
         policy = policy_from_dict(
             {

@@ -12,8 +12,10 @@ and local completion tokens per second over the whole run.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -124,6 +126,7 @@ def main() -> None:
     from benchmarks.serve_overhead import _free_port, _hybridgate, _wait
 
     work = tempfile.mkdtemp(prefix="serve-sharing-")
+    atexit.register(shutil.rmtree, work, True)
     inproc = _run_apps(args, None, work)
 
     port = _free_port()

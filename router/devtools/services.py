@@ -109,10 +109,19 @@ class PostgresServer:
         self.data = self.workdir / "data"
         self.port = free_port()
         self._as: list[str] = []
-        if os.geteuid() == 0:
-            shutil.chown(self.workdir, "postgres")
-            self._as = ["runuser", "-u", "postgres", "--"]
         self._pg_ctl = str(bindir / "pg_ctl")
+        try:
+            if os.geteuid() == 0:
+                shutil.chown(self.workdir, "postgres")
+                self._as = ["runuser", "-u", "postgres", "--"]
+            self._start(bindir)
+        except BaseException:
+            self.stop()  # a cluster that failed to start must not leave its files behind
+            raise
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._databases = 0
+
+    def _start(self, bindir: Path) -> None:
         self._run(
             [
                 str(bindir / "initdb"),
@@ -140,8 +149,6 @@ class PostgresServer:
                 "start",
             ]
         )
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self._databases = 0
 
     def _run(self, cmd: list[str]) -> None:
         subprocess.run(
@@ -167,13 +174,16 @@ class PostgresServer:
         self._run([self._pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "restart"])
 
     def stop(self) -> None:
-        subprocess.run(
-            [*self._as, self._pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=60,
-            check=False,
-        )
+        """Stop the server and delete the cluster (each one is 50-200 MB); safe to call twice."""
+        if (self.data / "postmaster.pid").exists():
+            subprocess.run(
+                [*self._as, self._pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
+                check=False,
+            )
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 __all__ = ["PostgresServer", "RedisServer", "free_port", "postgres_bin"]
