@@ -42,9 +42,10 @@ def test_hardware_defaults_fit_short_cpu_data() -> None:
     assert cfg.batch_size * cfg.max_seq_len <= 512
     assert cfg.effective_batch_size >= 8
     assert cfg.top_layers is not None  # a cheaper step on the CPU for label-style data
-    # two epochs while they fit the CPU token budget, then fewer, never below one
-    assert hardware_defaults(3000, 30, device="cpu", memory_gib=8).epochs == 2.0
-    assert 1.0 < hardware_defaults(5000, 30, device="cpu", memory_gib=8).epochs < 2.0
+    # small nightly sets get up to four epochs, larger ones as many as fit the CPU token
+    # budget (~14 minutes), never below one
+    assert hardware_defaults(1500, 50, device="cpu", memory_gib=8).epochs == 4.0
+    assert 1.0 < hardware_defaults(3000, 50, device="cpu", memory_gib=8).epochs < 4.0
     assert hardware_defaults(50_000, 30, device="cpu", memory_gib=8).epochs == 1.0
     big = hardware_defaults(2000, 400, device="cuda", memory_gib=40)
     assert big.max_seq_len >= 400 and big.batch_size > 1 and big.top_layers is None
