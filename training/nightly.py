@@ -41,6 +41,13 @@ EARN_SHADOW_RATE = 0.1
 """Least shadow-labelling rate while the adapter takes no traffic: its labels are the only way
 it can show (on a later run) that it meets the quality target."""
 
+AUDIT_RATE = 0.1
+"""Share of local answers also asked of the cloud while an adapter takes traffic, when the
+policy set no ``shadow.audit_rate`` of its own: the next retune's only labels on what the local tier keeps. Without
+them its calibration set is the traffic the old policy sent away, not the traffic it serves,
+and the quality promise does not hold (the 77-intent demo kept 65% local against 54%
+predicted, at 95.1% agreement against ~98%). Costs ``AUDIT_RATE x local share`` of all-cloud."""
+
 
 def _publish(summary: DistillSummary, policy: RoutingPolicy, root: Path, version: str) -> None:
     """Load the promoted adapter on the policy's engine; a refusal is reported, not raised:
@@ -272,7 +279,7 @@ def _daily_volume(ledger: Any, classes: list[str] | None, *, now: float | None =
     return sum(
         1
         for e in ledger.rows(since=since)
-        if e.reason != "judge"
+        if e.reason not in ("judge", "audit")  # overhead calls, not traffic
         and (wanted is None or (e.messages is not None and traffic_class(e.messages) in wanted))
     )
 
@@ -287,15 +294,17 @@ def _tuned(result: Any) -> dict[str, Any]:
         "cost_fraction": result.cost_fraction,
         "local_fraction": result.local_fraction,
         "n_labels": result.n_labels,
+        "n_effective": result.n_effective,
     }
 
 
 def _evidence(what: str, result: Any) -> str:
+    eff = "" if result.n_effective is None else f" (weighted: {result.n_effective:g} effective)"
     return (
         f"{what} {result.threshold:.4f}: quality {result.expected_quality:.3f} (>= "
         f"{result.quality_lo:.3f} over {result.fresh} fresh requests with "
         f"{1 - result.delta:.0%} confidence, target {result.target_quality:.3f}) on "
-        f"{result.n_labels} labels, {result.local_fraction:.1%} local, cost "
+        f"{result.n_labels} labels{eff}, {result.local_fraction:.1%} local, cost "
         f"{result.cost_fraction:.1%} of all-cloud"
     )
 
@@ -444,6 +453,13 @@ def serve_adapter(
         else:
             reason += f"; tiers: {status['tiers']['reason']}"
     takes_traffic = new_policy is not None and new_policy.mode != "cloud"
+    if (
+        takes_traffic
+        and new_policy is not None
+        and new_policy.mode != "local"
+        and new_policy.shadow.audit_rate == 0  # a rate the user chose stands
+    ):
+        new_policy = new_policy.replace(**{"shadow.audit_rate": AUDIT_RATE})
     if new_policy is None:
         new_policy = base.replace(
             **{
@@ -457,6 +473,7 @@ def serve_adapter(
         reason=reason,
         mode=new_policy.mode,
         shadow_rate=new_policy.shadow.rate,
+        audit_rate=new_policy.shadow.audit_rate,
         served_classes=classes,
         local_classes=None
         if new_policy.rules.local_classes is None

@@ -147,6 +147,8 @@ class _Call:
     total_s: float | None = None
     flight: str | None = None
     """The shared-cache flight this call leads (released once its answer is stored)."""
+    cloud_allowed: bool = True
+    """False once the decision pinned the request local: nothing may send it to the cloud."""
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -312,6 +314,7 @@ class Gateway:
     def decide(self, call: _Call) -> Decision:
         assert call.request is not None
         decision = self.decider.decide(call.request)
+        call.cloud_allowed = decision.cloud_allowed
         call.entry.score = decision.score
         call.at("cloud" if decision.route == "cloud" else "local", decision.reason)
         return decision
@@ -521,7 +524,25 @@ class Gateway:
             and self._rng.random() < self.policy.shadow.rate
         ):
             self.shadow.submit(request, result)
+        elif self._audits(call, outcome):
+            self.shadow.submit_audit(
+                request, result, rate=self.policy.shadow.audit_rate, messages=entry.messages
+            )
         return RouteInfo(**{name: getattr(entry, name) for name in RouteInfo.model_fields})
+
+    def _audits(self, call: _Call, outcome: _Outcome) -> bool:
+        """Ask the cloud about this kept local answer too (``shadow.audit_rate`` of them)?
+        Never for a request pinned local, a cached answer, or content the ledger does not keep
+        (its label could not be tuned on)."""
+        rate = self.policy.shadow.audit_rate
+        return (
+            outcome.route == "local"
+            and not outcome.cache_hit
+            and call.cloud_allowed
+            and rate > 0
+            and self.policy.store_content
+            and self._rng.random() < rate
+        )
 
     def fail(self, call: _Call, exc: BaseException) -> None:
         """Record a failed request where it failed; the ledger never misses a request."""

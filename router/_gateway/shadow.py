@@ -1,7 +1,11 @@
 """Shadow labelling: answer some cloud-routed requests locally too, in the background.
 
 A judge compares the local answer with the cloud's and stores the label in the ledger; those
-labels are what ``hybridgate tune`` fits the router on. The caller is never delayed: work goes to
+labels are what ``hybridgate tune`` fits the router on. Audits are the other direction: some
+locally answered requests are asked of the cloud too (``shadow.audit_rate``), the only labels
+on the answers the local tier keeps; without them a retune sees only the traffic the old
+policy sent away, and its quality promise would be about other traffic than it serves.
+The caller is never delayed: work goes to
 ``workers`` background threads (one by default) through a bounded queue, and when the queue is
 full the sample is dropped. Each drop is counted in the ledger (event ``shadow_dropped``), so
 ``hybridgate report`` shows how many labels a burst cost instead of losing them silently.
@@ -79,6 +83,26 @@ class ShadowLabeller:
         per ``DROP_LOG_INTERVAL_S``, so an undersized ``shadow.max_pending`` shows up in
         ``hybridgate report`` rather than as quietly missing labels.
         """
+        return self._queue(request.request_id, self._label, request, cloud_result)
+
+    def submit_audit(
+        self,
+        request: ChatRequest,
+        local_result: BackendResult,
+        *,
+        rate: float,
+        messages: list[dict[str, Any]] | None,
+    ) -> bool:
+        """Queue an audit of a kept local answer: ask the cloud too, ledger it, label it.
+
+        ``rate`` is the share of local answers audited: the label's weight (``1 / rate``) when
+        a retune mixes audits with requests the cloud answered anyway. ``messages`` are the
+        request's stored messages (secrets scrubbed), so the cloud's answer is also a nightly
+        training example for a prompt the local tier kept.
+        """
+        return self._queue(request.request_id, self._audit, request, local_result, rate, messages)
+
+    def _queue(self, request_id: str, job: Callable[..., None], *args: Any) -> bool:
         warn = False
         with self._lock:
             full = len(self._pending) >= self.max_pending
@@ -92,10 +116,10 @@ class ShadowLabeller:
                     self._pool = ThreadPoolExecutor(
                         max_workers=self.workers, thread_name_prefix="hybridgate-shadow"
                     )
-                future = self._pool.submit(self._label, request, cloud_result)
+                future = self._pool.submit(job, *args)
                 self._pending.add(future)
         if full:  # the ledger write and the warning happen outside the lock
-            self._count_drop(request.request_id)
+            self._count_drop(request_id)
             if warn:
                 log.warning(
                     "shadow queue full (%d pending): dropped %d job(s) so far; raise "
@@ -141,6 +165,68 @@ class ShadowLabeller:
             self.labelled += 1
         except Exception:  # a background sample must never take the gateway down
             log.exception("shadow labelling failed for request %s", request.request_id)
+
+    def _audit(
+        self,
+        request: ChatRequest,
+        local: BackendResult,
+        rate: float,
+        messages: list[dict[str, Any]] | None,
+    ) -> None:
+        """The cloud's answer to a request the local tier kept, as its own paid row (reason
+        ``audit``; baseline 0, as an all-cloud app would not pay twice) carrying the label."""
+        from router.ledger import LedgerEntry
+        from router.scoring.judges import label_local_answer
+
+        if self._cloud is None:
+            return
+        t0 = time.time()
+        entry = LedgerEntry(
+            request_id=f"audit-{uuid.uuid4().hex[:12]}",
+            ts=t0,
+            route="cloud",
+            reason="audit",
+            model=request.model,
+            requested_model=request.model,
+            policy_version=self._policy_version,
+            messages=messages,
+            tags={"audit_of": request.request_id, "audit_rate": repr(float(rate))},
+        )
+        try:
+            cloud = self._cloud.complete(dataclasses.replace(request, stream=False))
+            cost = cloud.cost_usd
+            if cost is None and self._prices is not None:
+                cost = self._prices.cloud_cost(
+                    request.model, cloud.prompt_tokens, cloud.completion_tokens
+                )
+            entry.model = cloud.model or request.model
+            entry.prompt_tokens, entry.completion_tokens = (
+                cloud.prompt_tokens,
+                cloud.completion_tokens,
+            )
+            entry.cost_usd = float(cost or 0.0)
+            entry.answer = cloud.text if messages is not None else None
+        except Exception as exc:  # a background sample must never take the gateway down
+            entry.error_type = type(exc).__name__  # no message: it may quote the request
+            entry.error_message = "the audit's cloud call failed"
+            log.warning("audit of request %s failed: %s", request.request_id, type(exc).__name__)
+            return
+        finally:
+            entry.latency_ms = (time.time() - t0) * 1000
+            self.ledger.record(entry)
+        try:  # the row first: a label needs its request
+            label_local_answer(
+                self.ledger,
+                entry.request_id,
+                local,
+                reference=cloud.text,
+                usd_per_hour=self._usd_per_hour,
+                judge=self.judge,
+                llm_judge=lambda answer, reference: self._llm_label(request, answer, reference),
+            )
+            self.labelled += 1
+        except Exception:
+            log.exception("audit labelling failed for request %s", request.request_id)
 
     def _llm_label(self, request: ChatRequest, answer: str, reference: str) -> float:
         """Judge with the cloud model and record the judge call's cost in the ledger."""

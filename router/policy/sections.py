@@ -581,6 +581,11 @@ class ShadowConfig:
 
     rate: float = 0.0
     """Fraction (0..1) of cloud-routed requests also answered locally in the background."""
+    audit_rate: float = 0.0
+    """Fraction (0..1) of locally answered requests also asked of the cloud in the background
+    (each one a paid call, ledgered as reason ``audit``): the only labels on what the local
+    tier keeps, so a retune's quality promise covers the traffic the local tier serves. The
+    nightly run sets ``training.nightly.AUDIT_RATE`` when an adapter takes traffic and this is 0."""
     judge: str = "auto"
     """How a shadow answer is compared with the cloud answer: a rule judge name, ``auto`` (picks
     one from the answer's shape) or ``llm`` (asks the cloud model; its cost is in the ledger)."""
@@ -593,6 +598,7 @@ class ShadowConfig:
     def __post_init__(self) -> None:
         s = self._section
         store(self, "rate", number((s, "rate"), self.rate, lo=0, hi=1))
+        store(self, "audit_rate", number((s, "audit_rate"), self.audit_rate, lo=0, hi=1))
         from router.scoring.judges import JUDGES
 
         choices = ("auto", "llm", *sorted(JUDGES))

@@ -38,10 +38,15 @@ class LabelledSet:
     local_costs: np.ndarray
     confidences: np.ndarray  # NaN where unknown
     classes: list[str] = field(default_factory=list)
+    weights: np.ndarray | None = None
+    """``1 / (the rate each row was sampled for labelling at)``: an audited local answer
+    stands for the ones not audited (``router.tuning.sweep``). None: all 1."""
 
     def __post_init__(self) -> None:
         if not self.classes:
             self.classes = [""] * len(self.prompts)
+        if self.weights is None:
+            self.weights = np.ones(len(self.prompts))
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -56,7 +61,13 @@ class LabelledSet:
             self.local_costs[idx],
             self.confidences[idx],
             [self.classes[i] for i in idx],
+            self.w[idx],
         )
+
+    @property
+    def w(self) -> np.ndarray:
+        assert self.weights is not None  # set in __post_init__
+        return self.weights
 
 
 def labelled_from_ledger(
@@ -74,11 +85,13 @@ def labelled_from_ledger(
     None keeps every request. ``after`` keeps only requests newer than that Unix time: an
     adapter's ``trained_until``, so it is never calibrated on prompts it was trained on (its
     answers there are better than on fresh traffic, and the quality promise would not hold).
+    An audit's label (tag ``audit_rate``) weighs ``1 / rate``: it stands for the local
+    answers that were not audited.
     """
     from local_models.answer_sets import traffic_class
 
     wanted = None if classes is None else {c.strip() for c in classes}
-    prompts, labels, cloud, local, conf, kinds = [], [], [], [], [], []
+    prompts, labels, cloud, local, conf, kinds, weights = [], [], [], [], [], [], []
     for entry, label in ledger.labelled():
         text = last_user_text(entry.messages)
         if not text:
@@ -94,6 +107,7 @@ def labelled_from_ledger(
         local.append(label.local_cost_usd)
         conf.append(np.nan if label.local_confidence is None else label.local_confidence)
         kinds.append(kind)
+        weights.append(1.0 / _sampled_rate(entry))
     return LabelledSet(
         prompts,
         np.array(labels),
@@ -101,7 +115,20 @@ def labelled_from_ledger(
         np.array(local),
         np.array(conf, dtype=float),
         kinds,
+        np.array(weights, dtype=float),
     )
+
+
+def _sampled_rate(entry: Any) -> float:
+    """The rate a row was sampled at for labelling: an audit's (its tag ``audit_rate``); 1
+    for every other row (the cloud answered it anyway, so it is always labelled)."""
+    if entry.reason != "audit":
+        return 1.0
+    try:
+        rate = float((entry.tags or {}).get("audit_rate", 1.0))
+    except ValueError:
+        return 1.0
+    return rate if 0.0 < rate <= 1.0 else 1.0
 
 
 def labelled_from_csv(path: str | Path) -> LabelledSet:
@@ -179,8 +206,8 @@ def _class_costs(
     for kind in dict.fromkeys(data.classes):
         rows = kinds == kind
         out[kind] = (
-            float(paid[rows].sum()),
-            float(data.cloud_costs[rows].sum()),
+            float((data.w * paid)[rows].sum()),
+            float((data.w * data.cloud_costs)[rows].sum()),
             int(local[rows].sum()),
         )
     return out
@@ -261,7 +288,8 @@ def _cannot_pay(data: LabelledSet, keep: np.ndarray) -> dict[str, str]:
     out = {}
     for kind in dict.fromkeys(data.classes):
         rows = keep & (kinds == kind)
-        local_all, cloud_all = data.local_costs[rows].sum(), data.cloud_costs[rows].sum()
+        local_all = (data.w * data.local_costs)[rows].sum()
+        cloud_all = (data.w * data.cloud_costs)[rows].sum()
         if local_all > 0 and local_all >= cloud_all:
             out[kind] = (
                 f"answering all {int(rows.sum())} of its labelled requests locally costs "
@@ -312,6 +340,7 @@ def _retune_once(
             data.cloud_costs,
             data.local_costs,
             escalation=True,  # an escalated request paid for the local try and then the cloud
+            weights=data.w,
             **kwargs,
         )
         tuned = policy.replace(**{"thresholds.cascade": round(result.threshold, 4)})
@@ -331,7 +360,9 @@ def _retune_once(
         seed=seed,
         features=ROUTER_FEATURES,
     )
-    result = tune_threshold(scores, data.labels, data.cloud_costs, data.local_costs, **kwargs)
+    result = tune_threshold(
+        scores, data.labels, data.cloud_costs, data.local_costs, weights=data.w, **kwargs
+    )
     threshold = round(min(result.threshold, 1.0), 4)
     clf = DifficultyClassifier(features=ROUTER_FEATURES, threshold=threshold).fit(
         data.prompts, data.labels

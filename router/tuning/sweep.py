@@ -22,6 +22,14 @@ labelled and the fresh requests could be one random split of the same set (hyper
 ``fresh=0`` promises the expected quality only (Clopper-Pearson). All-cloud (no local answer,
 quality exactly 1.0, cost exactly 1.0) always passes, so a poor or costly local model degrades to
 all-cloud routing and the choice is never dearer than all-cloud.
+
+Weights: when the labels are not one random sample of the traffic (a cloud-answered request is
+always labelled, an audited local answer only at ``shadow.audit_rate``), each label counts
+``1 / (its sampling rate)``; quality, cost and local share are then weighted estimates of the
+traffic's, and the bound is the exact one on an effective sample: the smaller of Kish's
+``(sum w)^2 / sum w^2`` and the size at which a plain sample's miss rate would vary as much
+as the weighted one does - an approximation, exact when every weight is 1. Fewer, heavier labels give a looser bound: the
+price of a promise about traffic the labels saw only a sample of.
 """
 
 from __future__ import annotations
@@ -130,6 +138,8 @@ class TuneResult:
     fresh: int = 0
     """Fresh requests the bound is about (0: the expected quality)."""
     curve: list[CurvePoint] = field(default_factory=list)
+    n_effective: float | None = None
+    """Kish's effective sample size of weighted labels; None when every weight is 1."""
 
     @property
     def meets_target(self) -> bool:
@@ -164,6 +174,7 @@ def tune_threshold(
     fresh: int | None = None,
     escalation: bool = False,
     min_labels: int = DEFAULT_MIN_LABELS,
+    weights: Sequence[float] | None = None,
 ) -> TuneResult:
     """Sweep thresholds and pick the cheapest whose quality bound clears the target.
 
@@ -179,6 +190,8 @@ def tune_threshold(
         escalation: A cascade: every request is answered locally first and one below the
             threshold pays the cloud too. The all-cloud point then means "no local attempt".
         min_labels: Minimum number of labelled requests.
+        weights: Per-request weight, ``1 / (the rate it was sampled for labelling at)``
+            (None: all 1, one random sample of the traffic).
 
     Returns:
         The chosen threshold with its expected quality, bound and cost, and the full curve.
@@ -197,6 +210,9 @@ def tune_threshold(
     y = _as_array("labels", labels, n)
     cloud = _as_array("cloud_costs", cloud_costs, n)
     local = _as_array("local_costs", local_costs, n)
+    w = np.ones(n) if weights is None else _as_array("weights", weights, n)
+    if (w <= 0).any():
+        raise ValueError("weights must be > 0 (1 / the rate a label was sampled at)")
     if not np.isin(y, (0, 1)).all():
         raise ValueError("labels must be 0/1 (1 = local answer acceptable)")
     if ((s < 0) | (s > 1)).any():
@@ -222,10 +238,11 @@ def tune_threshold(
     # Bin requests by how many thresholds they clear: at threshold i, bins > i go local.
     n_bins = len(thresholds) + 1
     bins = np.searchsorted(thresholds, s, side="right")
-    misses_b = np.bincount(bins, weights=1 - y, minlength=n_bins)
-    local_b = np.bincount(bins, weights=local, minlength=n_bins)
-    cloud_b = np.bincount(bins, weights=cloud, minlength=n_bins)
-    counts_b = np.bincount(bins, minlength=n_bins).astype(float)
+    misses_b = np.bincount(bins, weights=w * (1 - y), minlength=n_bins)
+    local_b = np.bincount(bins, weights=w * local, minlength=n_bins)
+    cloud_b = np.bincount(bins, weights=w * cloud, minlength=n_bins)
+    counts_b = np.bincount(bins, weights=w, minlength=n_bins)
+    total = float(w.sum())
 
     def local_sum(per_bin: np.ndarray) -> np.ndarray:
         """Sum over the bins routed local at each threshold (bins i+1.. at threshold i)."""
@@ -233,13 +250,28 @@ def tune_threshold(
         return tail[1:]
 
     misses = local_sum(misses_b)
-    quality = 1.0 - misses / n
+    quality = 1.0 - misses / total
     cloud_paid = np.cumsum(cloud_b)[:-1]
-    local_paid = local.sum() if escalation else local_sum(local_b)
-    cost_fraction = (local_paid + cloud_paid) / cloud.sum()
-    local_fraction = local_sum(counts_b) / n
+    local_paid = (w * local).sum() if escalation else local_sum(local_b)
+    cost_fraction = (local_paid + cloud_paid) / (w * cloud).sum()
+    local_fraction = local_sum(counts_b) / total
     cost_fraction[-1], local_fraction[-1] = 1.0, 0.0  # all-cloud: no local attempt at all
-    quality_lo = realized_quality_lower(misses, n, delta, fresh)
+    n_eff = total**2 / float((w**2).sum())
+    weighted = not np.allclose(w, w[0])
+    if weighted:  # the exact bound on an effective sample, misses rounded up
+        miss_rate = misses / total
+        # the weighted miss rate's own variance: heavy weights on the error-prone rows count
+        w2_misses = local_sum(np.bincount(bins, weights=w**2 * (1 - y), minlength=n_bins))
+        var = (w2_misses * (1 - 2 * miss_rate) + miss_rate**2 * (w**2).sum()) / total**2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            n_stat = np.where(var > 0, miss_rate * (1 - miss_rate) / var, n_eff)
+        n_b = np.maximum(1, np.floor(np.minimum(n_stat, n_eff) + 1e-9)).astype(int)
+        k_b = np.minimum(n_b, np.ceil(miss_rate * n_b - 1e-9)).astype(int)
+        quality_lo = np.array(
+            [realized_quality_lower(k, nb, delta, fresh) for k, nb in zip(k_b, n_b, strict=True)]
+        ).reshape(-1)
+    else:
+        quality_lo = realized_quality_lower(np.rint(misses / w[0]), n, delta, fresh)
     quality_lo[-1] = 1.0  # nothing local, nothing to estimate
 
     # Fixed-sequence testing from the strictest threshold down; stop at the first failure.
@@ -277,6 +309,7 @@ def tune_threshold(
         delta=float(delta),
         fresh=fresh,
         curve=curve,
+        n_effective=round(n_eff, 1) if weighted else None,
     )
 
 

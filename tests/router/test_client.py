@@ -355,6 +355,46 @@ def test_llm_judge_labels_through_the_cloud_and_is_costed(tmp_path):
     assert judge_rows[0].baseline_cost_usd == 0  # judging is hybridgate's overhead
 
 
+def test_audits_ask_the_cloud_about_kept_local_answers_and_label_them(tmp_path):
+    """The labels on what the local tier keeps: a paid cloud call in the background, its own
+    row (overhead: baseline 0) holding the prompt and the cloud's answer, and the label."""
+    from router.tuning.retune import labelled_from_ledger
+
+    with ReplayCloud({QUESTION: ANSWER}, default_answer=None) as cloud:
+        client = make_client(
+            cloud,
+            tmp_path,
+            mode="cascade",
+            local=local_answer("Paris.", logprobs=[-0.01] * 4),
+            shadow__audit_rate=1.0,
+        )
+        reply = client.chat.completions.create(**ask())
+        client.shadow.drain(timeout=10)
+        assert cloud.requests_seen == 1
+    assert reply.route.route == "local" and reply.choices[0].message.content == "Paris."
+    [audit] = [r for r in client.ledger.rows() if r.reason == "audit"]
+    assert audit.route == "cloud" and audit.cost_usd > 0 and audit.baseline_cost_usd == 0
+    assert audit.tags == {"audit_of": reply.route.request_id, "audit_rate": "1.0"}
+    assert audit.answer == ANSWER and audit.messages[0]["content"] == QUESTION
+    [(entry, label)] = client.ledger.labelled()
+    assert entry.request_id == audit.request_id
+    assert label.local_answer == "Paris." and label.local_confidence is not None
+    assert labelled_from_ledger(client.ledger).w.tolist() == [1.0]  # 1 / audit_rate
+
+
+def test_a_request_pinned_local_is_never_audited(tmp_path):
+    with ReplayCloud({QUESTION: ANSWER}, default_answer=None) as cloud:
+        client = make_client(
+            cloud, tmp_path, mode="cascade", local=local_answer(), shadow__audit_rate=1.0
+        )
+        reply = client.chat.completions.create(**ask(), metadata={"route": "local"})
+        client.shadow.drain(timeout=10)
+        assert cloud.requests_seen == 0
+    assert reply.route.route == "local"
+    assert [r.reason for r in client.ledger.rows()] == [reply.route.reason]
+    assert client.ledger.labelled() == []
+
+
 def test_unknown_shadow_judge_is_a_policy_error(replay):
     from router.errors import PolicyError
 

@@ -73,3 +73,21 @@ def test_labels_of_requests_the_adapter_may_have_learned_are_left_out(tmp_path) 
             ledger.add_label(f"r{i}", judge="exact_match", label=1.0, local_answer="a")
         assert labelled_from_ledger(ledger).prompts == ["q0", "q1", "q2"]
         assert labelled_from_ledger(ledger, after=200.0).prompts == ["q2"]
+
+
+def test_an_audit_label_stands_for_the_local_answers_not_audited(tmp_path) -> None:
+    """An audit sampled at 10% weighs 10; a cloud-answered row (always labelled) weighs 1, even
+    when a caller's metadata happens to carry an ``audit_rate`` tag."""
+    from router.ledger import Ledger, LedgerEntry
+    from router.tuning.retune import labelled_from_ledger
+
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        rows = [
+            LedgerEntry("audit-1", 1.0, "cloud", reason="audit", tags={"audit_rate": "0.1"}),
+            LedgerEntry("r2", 2.0, "cloud", reason="policy:cloud", tags={"audit_rate": "0.01"}),
+        ]
+        for i, row in enumerate(rows):
+            row.messages, row.answer = [{"role": "user", "content": f"q{i}"}], "a"
+            ledger.record(row)
+            ledger.add_label(row.request_id, judge="exact_match", label=1.0, local_answer="a")
+        assert labelled_from_ledger(ledger).w.tolist() == [10.0, 1.0]

@@ -192,3 +192,54 @@ def test_one_verdict_rule_for_the_choice_and_the_report() -> None:
     assert f"over {result.n_labels} fresh requests with 95% confidence" in line
     none_local = dataclasses.replace(result, local_fraction=0.0)
     assert "all-cloud chosen" in format_choice(none_local)
+
+
+def test_a_weight_counts_like_that_many_copies_with_a_looser_bound() -> None:
+    scores, labels, cloud, local = _synthetic(n=150, seed=5)  # < MAX_CANDIDATES: same grid
+    copies = np.where(scores >= 0.6, 4, 1)  # the kept stratum, labelled at 1 in 4
+    full = tune_threshold(
+        np.repeat(scores, copies), np.repeat(labels, copies), np.repeat(cloud, copies),
+        np.repeat(local, copies), target_quality=0.9, fresh=0,
+    )  # fmt: skip
+    weighted = tune_threshold(
+        scores, labels, cloud, local, target_quality=0.9, fresh=0, weights=copies
+    )
+    for a, b in zip(full.curve, weighted.curve, strict=True):
+        assert a.threshold == b.threshold
+        assert (a.quality, a.cost_fraction, a.local_fraction) == pytest.approx(
+            (b.quality, b.cost_fraction, b.local_fraction)
+        )
+        assert b.quality_lo <= a.quality_lo + 1e-12  # fewer real labels: a looser bound
+    assert weighted.n_effective < copies.sum() and full.n_effective is None
+    ones = tune_threshold(scores, labels, cloud, local, weights=np.ones(150))
+    assert ones == tune_threshold(scores, labels, cloud, local)
+
+
+def test_weights_keep_the_promise_when_the_kept_answers_are_labelled_less_often() -> None:
+    """Labels from a policy already serving: requests it kept local (score >= 0.7) are labelled
+    only when audited (10%), the rest always. Unweighted, the kept answers' errors are
+    under-counted and the chosen threshold misses the target far more often than delta."""
+    rng = np.random.default_rng(11)
+    target, delta, n = 0.98, 0.1, 4000  # met down to a threshold of ~0.4
+
+    def true_quality(t: float) -> float:  # scores ~ U(0, 1); miss rates by score band
+        bands = [(0.0, 0.4, 0.5), (0.4, 0.7, 0.01), (0.7, 1.0, 0.05)]
+        return 1.0 - sum(p * max(0.0, hi - max(lo, t)) for lo, hi, p in bands)
+
+    misses = {"weighted": 0, "unweighted": 0}
+    local = []
+    for _ in range(40):
+        s = rng.random(n)
+        wrong = rng.random(n) < np.select([s < 0.4, s < 0.7], [0.5, 0.01], 0.05)
+        kept = s >= 0.7
+        labelled = ~kept | (rng.random(n) < 0.1)
+        s, y, kept = s[labelled], (~wrong[labelled]).astype(int), kept[labelled]
+        cost = np.full(len(s), 0.01), np.full(len(s), 0.0001)
+        for name, w in (("weighted", np.where(kept, 10.0, 1.0)), ("unweighted", None)):
+            r = tune_threshold(s, y, *cost, target_quality=target, delta=delta, fresh=0, weights=w)
+            misses[name] += not r.all_cloud and true_quality(r.threshold) < target
+            if name == "weighted":
+                local.append(r.local_fraction)
+    assert misses["weighted"] <= 40 * delta
+    assert np.mean(np.array(local) > 0) >= 0.9  # and still keeps some traffic local
+    assert misses["unweighted"] > 40 * delta
